@@ -1,0 +1,391 @@
+"""The agent loop: ask the model, route each tool call through the hooks, repeat."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import async_to_sync
+
+from anvia.core.errors import (
+    AgentRunError,
+    MaxStepsExceeded,
+    ModelError,
+    ToolArgumentsError,
+    ToolError,
+    ToolExecutionError,
+)
+from anvia.core.events import Event, EventSink
+from anvia.core.hooks import Hook
+from anvia.core.messages import Message, ModelRequest, ToolCallRequest, Usage
+from anvia.core.models.base import ModelClient
+from anvia.core.state import RunState, ToolCallRecord
+from anvia.core.tools import RunTool, SkipTool, SuspendRun, Tool, ToolCall, ToolContext, ToolHandle, call_maybe_async
+
+logger = logging.getLogger("anvia.agent")
+
+Checkpoint = Callable[[RunState], Any]
+
+
+class Agent:
+    """An agent: instructions, a model and the tools it may call."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        instructions: str,
+        model: ModelClient,
+        tools: Sequence[Tool] = (),
+        max_steps: int = 10,
+        description: str = "",
+    ):
+        names = [t.name for t in tools]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"Agent {name!r} has several tools named {', '.join(duplicated)}.")
+        if max_steps < 1:
+            raise ValueError("max_steps must be at least 1.")
+        self.name = name
+        self.instructions = instructions
+        self.model = model
+        self.tools = {t.name: t for t in tools}
+        self.max_steps = max_steps
+        self.description = description
+
+    def __repr__(self) -> str:
+        return f"Agent(name={self.name!r}, tools={list(self.tools)})"
+
+    def prompt(
+        self,
+        message: str,
+        *,
+        history: Iterable[Message] = (),
+        context: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> PromptRequest:
+        """Start a run with a user message, after an optional earlier conversation."""
+        state = RunState(
+            run_id=run_id or uuid.uuid4().hex,
+            agent=self.name,
+            messages=[*history, Message.user(message)],
+            context=dict(context or {}),
+        )
+        return PromptRequest(self, state)
+
+    def resume(self, state: RunState | str | Mapping[str, Any]) -> PromptRequest:
+        """Continue a run from its saved state (a ``RunState``, its JSON text, or its dict)."""
+        if isinstance(state, str):
+            state = RunState.from_json(state)
+        elif not isinstance(state, RunState):
+            state = RunState.model_validate(state)
+        if state.agent != self.name:
+            raise ValueError(f"This state belongs to agent {state.agent!r}, not {self.name!r}.")
+        return PromptRequest(self, state.model_copy(deep=True))
+
+
+@dataclass
+class AgentResponse:
+    """The outcome of ``send()``: finished (``text``) or suspended at a pending tool call."""
+
+    state: RunState
+
+    @property
+    def text(self) -> str | None:
+        return self.state.final_text
+
+    @property
+    def messages(self) -> list[Message]:
+        return self.state.messages
+
+    @property
+    def tool_calls(self) -> list[ToolCallRecord]:
+        return self.state.tool_calls
+
+    @property
+    def usage(self) -> Usage:
+        return self.state.usage
+
+    @property
+    def run_id(self) -> str:
+        return self.state.run_id
+
+    @property
+    def suspended(self) -> bool:
+        return self.state.status == "suspended"
+
+
+class PromptRequest:
+    """A run about to be sent: attach hooks, an event sink and a checkpoint, then ``send()``."""
+
+    def __init__(self, agent: Agent, state: RunState):
+        self.agent = agent
+        self.state = state
+        self._hooks: list[Hook] = []
+        self._sinks: list[EventSink] = []
+        self._checkpoints: list[Checkpoint] = []
+
+    def request_hook(self, hook: Hook) -> PromptRequest:
+        """Route this run's tool calls through ``hook`` (hooks are asked in the order added)."""
+        self._hooks.append(hook)
+        return self
+
+    def on_event(self, sink: EventSink) -> PromptRequest:
+        """Send every event of this run to ``sink`` (sync or async) as it happens."""
+        self._sinks.append(sink)
+        return self
+
+    def on_checkpoint(self, checkpoint: Checkpoint) -> PromptRequest:
+        """Call ``checkpoint(state)`` whenever the state changes in a way worth saving."""
+        self._checkpoints.append(checkpoint)
+        return self
+
+    def send_sync(self) -> AgentResponse:
+        """``send()`` for sync code. Sync hooks and tools run in the calling thread."""
+        return async_to_sync(self.send)()
+
+    async def send(self) -> AgentResponse:
+        """Run until the model answers without tool calls, or a hook suspends the run."""
+        state = self.state
+        if state.status == "done":
+            return AgentResponse(state)
+        state.status = "running"
+        state.error = None
+        try:
+            while True:
+                pending = state.pending_calls()
+                if pending:
+                    if await self._handle_calls(pending) == "suspended":
+                        state.status = "suspended"
+                        await self._checkpoint()
+                        await self._emit("suspended", {"pending": [c.id for c in state.pending_calls()]})
+                        return AgentResponse(state)
+                    continue
+                if state.messages and state.messages[-1].role == "assistant":
+                    state.status = "done"
+                    await self._checkpoint()
+                    await self._emit("done", {"text": state.final_text, "usage": state.usage.model_dump()})
+                    return AgentResponse(state)
+                await self._ask_model()
+        except AgentRunError as error:
+            await self._fail(error)
+            raise
+
+    async def _ask_model(self) -> None:
+        state = self.state
+        if state.step >= self.agent.max_steps:
+            raise MaxStepsExceeded(
+                f"Agent {self.agent.name!r} stopped after {self.agent.max_steps} steps: the model kept calling tools."
+            )
+        state.step += 1
+        await self._emit("step", {"step": state.step, "model": getattr(self.agent.model, "name", "model")})
+        request = ModelRequest(
+            instructions=self.agent.instructions,
+            messages=state.messages,
+            tools=[t.spec() for t in self.agent.tools.values()],
+        )
+        try:
+            reply = await self.agent.model.complete(request)
+        except ModelError:
+            raise
+        except Exception as error:
+            raise ModelError(f"The model failed: {error}") from error
+        state.usage.add(reply.usage)
+        calls = self._unique_call_ids(reply.tool_calls)
+        state.messages.append(Message(role="assistant", content=reply.text, tool_calls=calls))
+        await self._checkpoint()
+        if reply.text:
+            await self._emit("text", {"text": reply.text, "final": not calls})
+
+    def _unique_call_ids(self, calls: list[ToolCallRequest]) -> list[ToolCallRequest]:
+        # Some servers number calls per reply ("call_0" every step); the id must be unique in the
+        # run because it is half of the idempotency key.
+        used = {c.id for m in self.state.messages for c in m.tool_calls}
+        unique = []
+        for call in calls:
+            call_id = call.id or f"call_{uuid.uuid4().hex[:12]}"
+            if call_id in used:
+                call_id = f"{call_id}-s{self.state.step}-{uuid.uuid4().hex[:6]}"
+            used.add(call_id)
+            unique.append(call.model_copy(update={"id": call_id}))
+        return unique
+
+    async def _handle_calls(self, calls: list[ToolCallRequest]) -> str:
+        for request in calls:
+            if await self._handle_call(request) == "suspended":
+                return "suspended"
+        return "handled"
+
+    async def _handle_call(self, request: ToolCallRequest) -> str:
+        state = self.state
+        tool = self.agent.tools.get(request.name)
+        raw_arguments = _loads_or_text(request.arguments)
+        if tool is None:
+            available = ", ".join(self.agent.tools) or "none"
+            message = f"Unknown tool {request.name!r}. Available tools: {available}."
+            await self._finish_call(request, raw_arguments, "invalid", message=message)
+            return "handled"
+        try:
+            args = tool.parse_args(request.arguments)
+        except ToolArgumentsError as error:
+            await self._finish_call(request, raw_arguments, "invalid", message=str(error))
+            return "handled"
+
+        call = ToolCall(
+            tool_name=tool.name,
+            call_id=request.id,
+            args=args,
+            run_id=state.run_id,
+            context=state.context,
+            tool=ToolHandle(tool),
+        )
+        if tool.approval is not None and tool.approval.is_required(call):
+            call.requires_approval = True
+            call.approval_reason = tool.approval.reason_for(call)
+        arguments = call.args_json
+        await self._emit(
+            "tool_call",
+            {"call_id": call.call_id, "tool_name": tool.name, "args": arguments, "requires_approval": call.requires_approval},
+        )
+        if call.requires_approval:
+            await self._emit(
+                "approval_requested",
+                {"call_id": call.call_id, "tool_name": tool.name, "args": arguments, "reason": call.approval_reason},
+            )
+
+        verdict = await self._ask_hooks(call)
+        if call.requires_approval and not isinstance(verdict, SuspendRun):
+            await self._emit(
+                "approval_decided",
+                {
+                    "call_id": call.call_id,
+                    "tool_name": tool.name,
+                    "approved": isinstance(verdict, RunTool),
+                    "message": verdict.message if isinstance(verdict, SkipTool) else verdict.note,
+                },
+            )
+        common = {"requires_approval": call.requires_approval, "approval_reason": call.approval_reason}
+        if isinstance(verdict, SuspendRun):
+            return "suspended"
+        if isinstance(verdict, SkipTool):
+            await self._finish_call(
+                request, arguments, "skipped", message=verdict.message, approved=False if call.requires_approval else None, **common
+            )
+            return "handled"
+
+        run_args = verdict.args or args
+        run_arguments = run_args.model_dump(mode="json")
+        approved = True if call.requires_approval else None
+        self._set_record(request, run_arguments, "executing", approved=approved, **common)
+        await self._checkpoint()
+        context = ToolContext(run_id=state.run_id, call_id=call.call_id, tool_name=tool.name, context=state.context)
+        try:
+            result = await tool.invoke(run_args, context)
+        except ToolError as error:
+            await self._finish_call(request, run_arguments, "error", message=str(error), approved=approved, **common)
+            return "handled"
+        except Exception as error:
+            logger.exception("tool %s raised in run %s", tool.name, state.run_id)
+            raise ToolExecutionError(f"The tool {tool.name} failed: {error}") from error
+        await self._finish_call(
+            request, run_arguments, "ran", result=result, message=verdict.note, approved=approved, **common
+        )
+        return "handled"
+
+    async def _ask_hooks(self, call: ToolCall) -> RunTool | SkipTool | SuspendRun:
+        for hook in self._hooks:
+            if hook.on_tool_call is None:
+                continue
+            try:
+                verdict = await call_maybe_async(hook.on_tool_call, call)
+            except ToolArgumentsError as error:
+                return SkipTool(f"The approved arguments were not valid: {error}")
+            except Exception as error:
+                logger.exception("hook %s raised on %s in run %s", hook.name, call.tool_name, call.run_id)
+                raise AgentRunError(f"The {hook.name} failed on {call.tool_name}: {error}") from error
+            if verdict is None:
+                continue
+            if not isinstance(verdict, RunTool | SkipTool | SuspendRun):
+                raise AgentRunError(
+                    f"The {hook.name} returned {verdict!r} for {call.tool_name}; "
+                    "return call.tool.run(), call.tool.skip(message), call.tool.suspend() or None."
+                )
+            return verdict
+        if call.requires_approval:
+            # Fail closed: nobody approved this call.
+            return SkipTool(call.approval.reject_message)
+        return RunTool()
+
+    def _set_record(self, request: ToolCallRequest, arguments: Any, outcome: str, **fields: Any) -> ToolCallRecord:
+        state = self.state
+        record = state.record_for(request.id)
+        values = {"tool_name": request.name, "arguments": arguments, "outcome": outcome, "step": state.step, **fields}
+        if record is None:
+            record = ToolCallRecord(call_id=request.id, **values)
+            state.tool_calls.append(record)
+        else:
+            for key, value in values.items():
+                setattr(record, key, value)
+        return record
+
+    async def _finish_call(
+        self, request: ToolCallRequest, arguments: Any, outcome: str, *, result: Any = None, message: str | None = None, **fields: Any
+    ) -> None:
+        record = self._set_record(request, arguments, outcome, result=_jsonable(result), message=message, **fields)
+        content = _tool_message_content(record)
+        self.state.messages.append(Message.tool_result(call_id=request.id, name=request.name, content=content))
+        await self._checkpoint()
+        await self._emit("tool_result", {"call_id": request.id, "tool_name": request.name, "outcome": outcome,
+                                         "result": record.result, "message": message, "content": content})
+
+    async def _fail(self, error: AgentRunError) -> None:
+        self.state.status = "failed"
+        self.state.error = str(error)
+        error.state = self.state
+        try:
+            await self._checkpoint()
+        finally:
+            await self._emit("error", {"message": str(error), "kind": type(error).__name__})
+
+    async def _checkpoint(self) -> None:
+        for checkpoint in self._checkpoints:
+            await call_maybe_async(checkpoint, self.state)
+
+    async def _emit(self, type_: str, data: dict[str, Any]) -> None:
+        event = Event(type=type_, run_id=self.state.run_id, step=self.state.step, data=data)
+        for sink in self._sinks:
+            try:
+                await call_maybe_async(sink, event)
+            except Exception:
+                # A broken progress display must not break the run it displays.
+                logger.exception("event sink failed on %s in run %s", type_, self.state.run_id)
+
+
+def _tool_message_content(record: ToolCallRecord) -> str:
+    if record.outcome == "ran":
+        text = record.result if isinstance(record.result, str) else json.dumps(record.result)
+        return f"{text}\n(Note: {record.message})" if record.message else text
+    if record.outcome in ("error", "invalid"):
+        return f"Error: {record.message}"
+    return record.message or ""
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    try:
+        json.dumps(value)
+    except TypeError:
+        return str(value)
+    return value
+
+
+def _loads_or_text(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except (json.JSONDecodeError, TypeError):
+        return arguments

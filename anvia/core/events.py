@@ -1,0 +1,26 @@
+"""Events a run emits as it goes, for chat pages, Studio and logs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+EventType = Literal[
+    "step", "tool_call", "approval_requested", "approval_decided", "tool_result", "text", "done", "error", "suspended"
+]
+
+
+class Event(BaseModel):
+    """One thing that happened in a run. ``data`` is plain JSON."""
+
+    type: EventType
+    run_id: str
+    step: int
+    data: dict[str, Any] = Field(default_factory=dict)
+    at: float = Field(default_factory=time.time)
+
+
+EventSink = Callable[[Event], None] | Callable[[Event], Awaitable[None]]

@@ -1,0 +1,27 @@
+"""Model clients: the OpenAI-compatible client and the offline demo model."""
+
+from __future__ import annotations
+
+from anvia.core.models.base import ModelClient
+from anvia.core.models.offline import OfflineModel
+from anvia.core.models.openai_compatible import OpenAICompatibleModel
+
+OFFLINE_MODEL_NAMES = {"", "offline", "offline-demo"}
+
+
+def create_model(
+    name: str | None,
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    timeout: float = 60.0,
+    max_retries: int = 2,
+) -> ModelClient:
+    """The model a setting names: ``offline`` (or nothing) for the offline demo model, else the
+    model name on an OpenAI-compatible server at ``base_url``."""
+    if (name or "").strip().lower() in OFFLINE_MODEL_NAMES:
+        return OfflineModel()
+    return OpenAICompatibleModel(model=name, base_url=base_url or None, api_key=api_key, timeout=timeout, max_retries=max_retries)
+
+
+__all__ = ["ModelClient", "OfflineModel", "OpenAICompatibleModel", "create_model"]

@@ -1,0 +1,284 @@
+"""Tools, their approval metadata, and what a hook sees of a tool call."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+from asgiref.sync import sync_to_async
+from pydantic import BaseModel, ValidationError, create_model
+
+from anvia.core.errors import ToolArgumentsError
+from anvia.core.messages import ToolSpec
+
+DEFAULT_REJECT_MESSAGE = "The tool call was not approved."
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """Handed to a tool's ``execute``: who runs it and the key that makes it idempotent.
+
+    ``idempotency_key`` is ``"<run id>:<call id>"``; a resumed run passes the same key again, so a
+    side effect keyed on it happens once however often the call is retried.
+    """
+
+    run_id: str
+    call_id: str
+    tool_name: str
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.run_id}:{self.call_id}"
+
+
+@dataclass(frozen=True)
+class RunTool:
+    """A hook's verdict: execute the tool (with ``args`` when a reviewer edited them)."""
+
+    args: BaseModel | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class SkipTool:
+    """A hook's verdict: don't execute; ``message`` goes to the model as the tool result."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class SuspendRun:
+    """A hook's verdict: stop the run here; it resumes later from its saved state."""
+
+    reason: str = ""
+
+
+ToolVerdict = RunTool | SkipTool | SuspendRun
+
+
+class ToolHandle:
+    """``call.tool`` in a hook: ``run()``, ``skip(message)`` or ``suspend()``."""
+
+    def __init__(self, definition: Tool):
+        self.definition = definition
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    def run(self, args: Mapping[str, Any] | BaseModel | None = None, *, note: str | None = None) -> RunTool:
+        """Execute the tool and give its result to the model.
+
+        ``args`` replaces the model's arguments (a reviewer's edit); they are validated again
+        against the tool's input model and ``ToolArgumentsError`` is raised when they fail.
+        ``note`` is added to what the model sees, e.g. that a reviewer changed the arguments.
+        """
+        validated = None if args is None else self.definition.parse_args(args)
+        return RunTool(args=validated, note=note)
+
+    def skip(self, message: str) -> SkipTool:
+        """Do not execute the tool; the model receives ``message`` as the tool's result."""
+        return SkipTool(message=message)
+
+    def suspend(self, reason: str = "") -> SuspendRun:
+        """Stop the run at this call; resume it later with ``agent.resume(state)``."""
+        return SuspendRun(reason=reason)
+
+
+@dataclass
+class ToolCall:
+    """One tool call, as approval rules and hooks see it. ``args`` are already validated."""
+
+    tool_name: str
+    call_id: str
+    args: BaseModel
+    run_id: str
+    context: Mapping[str, Any]
+    tool: ToolHandle
+    requires_approval: bool = False
+    approval_reason: str | None = None
+
+    @property
+    def definition(self) -> Tool:
+        return self.tool.definition
+
+    @property
+    def approval(self) -> Approval | None:
+        return self.definition.approval
+
+    @property
+    def args_json(self) -> dict[str, Any]:
+        """The validated arguments as plain JSON values."""
+        return self.args.model_dump(mode="json")
+
+
+ApprovalRule = Callable[[ToolCall], bool]
+ApprovalReason = str | Callable[[ToolCall], str]
+
+
+@dataclass(frozen=True)
+class Approval:
+    """Approval metadata on a tool.
+
+    ``when`` decides per call whether a person must approve it (absent: always);
+    ``reason`` is what the reviewer reads (a string or a function of the call);
+    ``reject_message`` is what the model is told when the call is refused.
+    """
+
+    when: ApprovalRule | None = None
+    reason: ApprovalReason | None = None
+    reject_message: str = DEFAULT_REJECT_MESSAGE
+
+    def is_required(self, call: ToolCall) -> bool:
+        """Whether this call needs a decision. A rule that raises counts as "yes" (fail closed)."""
+        if self.when is None:
+            return True
+        try:
+            return bool(self.when(call))
+        except Exception:
+            return True
+
+    def reason_for(self, call: ToolCall) -> str:
+        """The text a reviewer sees for this call."""
+        if self.reason is None:
+            return f"Approve {call.tool_name}?"
+        if isinstance(self.reason, str):
+            return self.reason
+        try:
+            return str(self.reason(call))
+        except Exception as error:
+            return f"Approve {call.tool_name}? (the reason could not be built: {error})"
+
+
+Execute = Callable[..., Any] | Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True, eq=False)
+class Tool:
+    """A function the model may call, with a pydantic input model and optional approval."""
+
+    name: str
+    description: str
+    input: type[BaseModel]
+    execute: Execute
+    approval: Approval | None = None
+
+    def spec(self) -> ToolSpec:
+        """The tool as a model sees it."""
+        return ToolSpec(name=self.name, description=self.description, parameters=self.input.model_json_schema())
+
+    def parse_args(self, raw: str | Mapping[str, Any] | BaseModel) -> BaseModel:
+        """Validate untrusted arguments; ``ToolArgumentsError`` names each bad field."""
+        if isinstance(raw, self.input):
+            return raw
+        if isinstance(raw, BaseModel):
+            raw = raw.model_dump()
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw) if raw.strip() else {}
+            except json.JSONDecodeError as error:
+                raise ToolArgumentsError(
+                    self.name, f"Arguments for {self.name} are not valid JSON: {error.msg} at position {error.pos}."
+                ) from None
+        if not isinstance(raw, Mapping):
+            raise ToolArgumentsError(self.name, f"Arguments for {self.name} must be a JSON object.")
+        try:
+            return self.input.model_validate(dict(raw))
+        except ValidationError as error:
+            fields = {".".join(str(part) for part in e["loc"]) or "(arguments)": e["msg"] for e in error.errors()}
+            listed = "; ".join(f"{name}: {message}" for name, message in fields.items())
+            raise ToolArgumentsError(self.name, f"Invalid arguments for {self.name}: {listed}.", fields=fields) from None
+
+    async def invoke(self, args: BaseModel, context: ToolContext) -> Any:
+        """Run ``execute``; a sync function runs in a worker thread (see ``call_maybe_async``)."""
+        if _accepts_context(self.execute):
+            return await call_maybe_async(self.execute, args, context)
+        return await call_maybe_async(self.execute, args)
+
+
+def create_tool(
+    *,
+    name: str,
+    description: str,
+    input: type[BaseModel],
+    execute: Execute,
+    approval: Approval | None = None,
+) -> Tool:
+    """Build a tool. ``execute(args)`` or ``execute(args, ctx)``, sync or async."""
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"Tool name {name!r} may only hold letters, digits, '_' and '-'.")
+    if not (isinstance(input, type) and issubclass(input, BaseModel)):
+        raise TypeError(f"input for tool {name!r} must be a pydantic model class.")
+    return Tool(name=name, description=description, input=input, execute=execute, approval=approval)
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    approval: Approval | None = None,
+) -> Any:
+    """Decorator: a typed function becomes a tool; its signature becomes the input model.
+
+    A parameter annotated ``ToolContext`` receives the call's context and is not shown to the model.
+    The description defaults to the docstring.
+    """
+
+    def build(function: Callable[..., Any]) -> Tool:
+        hints = get_type_hints(function, include_extras=True)
+        fields: dict[str, Any] = {}
+        context_param = None
+        for param in inspect.signature(function).parameters.values():
+            annotation = hints.get(param.name, Any)
+            if annotation is ToolContext:
+                context_param = param.name
+                continue
+            default = ... if param.default is inspect.Parameter.empty else param.default
+            fields[param.name] = (annotation, default)
+        tool_name = name or function.__name__
+        model = create_model(f"{_camel(tool_name)}Input", **fields)
+
+        async def execute(args: BaseModel, ctx: ToolContext) -> Any:
+            kwargs = {key: getattr(args, key) for key in fields}
+            if context_param:
+                kwargs[context_param] = ctx
+            return await call_maybe_async(function, **kwargs)
+
+        doc = inspect.getdoc(function) or ""
+        return create_tool(
+            name=tool_name, description=description or doc or tool_name, input=model, execute=execute, approval=approval
+        )
+
+    return build(fn) if fn is not None else build
+
+
+async def call_maybe_async(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Await an async function; run a sync one through asgiref's thread-sensitive executor.
+
+    Under ``send_sync`` that executor is the calling thread, so a sync tool or hook runs where a
+    plain sync caller would run it (a Celery worker thread keeps its own database connection).
+    """
+    if inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(getattr(function, "__call__", None)):
+        return await function(*args, **kwargs)
+    result = await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+def _accepts_context(function: Callable[..., Any]) -> bool:
+    try:
+        params = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("-", "_").split("_"))

@@ -200,15 +200,20 @@ class Tool:
         return await call_maybe_async(self.execute, args)
 
 
+class NoArguments(BaseModel):
+    """The input model of a tool that takes no arguments."""
+
+
 def create_tool(
     *,
     name: str,
     description: str,
-    input: type[BaseModel],
     execute: Execute,
+    input: type[BaseModel] = NoArguments,
     approval: Approval | None = None,
 ) -> Tool:
-    """Build a tool. ``execute(args)`` or ``execute(args, ctx)``, sync or async."""
+    """Build a tool. ``execute(args)`` or ``execute(args, ctx)``, sync or async; ``input`` is a
+    pydantic model (omit it for a tool without arguments)."""
     if not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"Tool name {name!r} may only hold letters, digits, '_' and '-'.")
     if not (isinstance(input, type) and issubclass(input, BaseModel)):

@@ -85,9 +85,9 @@ def _wire_message(message: Message) -> dict[str, Any]:
 def _reply_from(completion: Any, where: str) -> ModelReply:
     # A server that answers 200 with HTML makes the SDK hand back a plain string.
     choices = getattr(completion, "choices", None)
-    if not choices:
+    message = getattr(choices[0], "message", None) if choices else None
+    if message is None:
         raise ModelResponseError(f"{where} answered with a body that is not a chat completion.")
-    message = choices[0].message
     calls = [
         ToolCallRequest(id=c.id or "", name=c.function.name, arguments=c.function.arguments or "{}")
         for c in (message.tool_calls or [])

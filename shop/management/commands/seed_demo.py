@@ -1,0 +1,37 @@
+"""``manage.py seed_demo``: the demo logins (and, as the shop grows, its data). Safe to run again."""
+
+from __future__ import annotations
+
+import os
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.core.management.base import BaseCommand
+
+DEMO_USERS = [
+    # username, is_staff, is_superuser, can decide approvals
+    ("admin", True, True, True),
+    ("reviewer", True, False, True),
+    ("alice", False, False, False),
+    ("bob", False, False, False),
+]
+
+
+class Command(BaseCommand):
+    help = "Create the demo users idempotently and print their logins."
+
+    def handle(self, *args, **options):
+        password = os.environ.get("DEMO_PASSWORD", "anvia-demo")
+        User = get_user_model()
+        decide = Permission.objects.filter(content_type__app_label="approvals", codename="decide_approval").first()
+        for username, is_staff, is_superuser, can_decide in DEMO_USERS:
+            user, created = User.objects.get_or_create(
+                username=username, defaults={"is_staff": is_staff, "is_superuser": is_superuser}
+            )
+            if created:
+                user.set_password(password)
+                user.save()
+            if can_decide and decide is not None:
+                user.user_permissions.add(decide)
+            state = "created" if created else "exists"
+            self.stdout.write(f"  {username:<9} {state:<8} password: {password if created else '(unchanged)'}")

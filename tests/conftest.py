@@ -1,0 +1,16 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis server the suite runs against (``make test`` starts one when REDIS_URL is unset)."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        pytest.fail("REDIS_URL is unset: run the suite with `make test`, which starts an embedded Redis.")
+    return url

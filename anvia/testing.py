@@ -23,7 +23,9 @@ class ScriptedCall:
     id: str | None = None
 
 
-def call(name: str, arguments: dict[str, Any] | str | None = None, *, id: str | None = None, **kwargs: Any) -> ScriptedCall:
+def call(
+    name: str, arguments: dict[str, Any] | str | None = None, *, id: str | None = None, **kwargs: Any
+) -> ScriptedCall:
     """A scripted tool call. Pass ``arguments`` as a str to send raw (even broken) JSON."""
     return ScriptedCall(name=name, arguments=arguments if arguments is not None else kwargs, id=id)
 

@@ -36,8 +36,19 @@ def embedded_redis(port: int | None = None) -> Iterator[str]:
     """Start a throwaway Redis server; yield its URL; stop it on exit."""
     port = port or free_port()
     server = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--maxclients", "20000"],
+        [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxclients",
+            "20000",
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:

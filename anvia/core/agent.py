@@ -249,7 +249,12 @@ class PromptRequest:
         arguments = call.args_json
         await self._emit(
             "tool_call",
-            {"call_id": call.call_id, "tool_name": tool.name, "args": arguments, "requires_approval": call.requires_approval},
+            {
+                "call_id": call.call_id,
+                "tool_name": tool.name,
+                "args": arguments,
+                "requires_approval": call.requires_approval,
+            },
         )
         if call.requires_approval:
             await self._emit(
@@ -273,7 +278,12 @@ class PromptRequest:
             return "suspended"
         if isinstance(verdict, SkipTool):
             await self._finish_call(
-                request, arguments, "skipped", message=verdict.message, approved=False if call.requires_approval else None, **common
+                request,
+                arguments,
+                "skipped",
+                message=verdict.message,
+                approved=False if call.requires_approval else None,
+                **common,
             )
             return "handled"
 
@@ -333,14 +343,30 @@ class PromptRequest:
         return record
 
     async def _finish_call(
-        self, request: ToolCallRequest, arguments: Any, outcome: str, *, result: Any = None, message: str | None = None, **fields: Any
+        self,
+        request: ToolCallRequest,
+        arguments: Any,
+        outcome: str,
+        *,
+        result: Any = None,
+        message: str | None = None,
+        **fields: Any,
     ) -> None:
         record = self._set_record(request, arguments, outcome, result=_jsonable(result), message=message, **fields)
         content = _tool_message_content(record)
         self.state.messages.append(Message.tool_result(call_id=request.id, name=request.name, content=content))
         await self._checkpoint()
-        await self._emit("tool_result", {"call_id": request.id, "tool_name": request.name, "outcome": outcome,
-                                         "result": record.result, "message": message, "content": content})
+        await self._emit(
+            "tool_result",
+            {
+                "call_id": request.id,
+                "tool_name": request.name,
+                "outcome": outcome,
+                "result": record.result,
+                "message": message,
+                "content": content,
+            },
+        )
 
     async def _fail(self, error: AgentRunError) -> None:
         self.state.status = "failed"

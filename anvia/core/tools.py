@@ -191,7 +191,9 @@ class Tool:
         except ValidationError as error:
             fields = {".".join(str(part) for part in e["loc"]) or "(arguments)": e["msg"] for e in error.errors()}
             listed = "; ".join(f"{name}: {message}" for name, message in fields.items())
-            raise ToolArgumentsError(self.name, f"Invalid arguments for {self.name}: {listed}.", fields=fields) from None
+            raise ToolArgumentsError(
+                self.name, f"Invalid arguments for {self.name}: {listed}.", fields=fields
+            ) from None
 
     async def invoke(self, args: BaseModel, context: ToolContext) -> Any:
         """Run ``execute``; a sync function runs in a worker thread (see ``call_maybe_async``)."""
@@ -268,7 +270,7 @@ async def call_maybe_async(function: Callable[..., Any], *args: Any, **kwargs: A
     Under ``send_sync`` that executor is the calling thread, so a sync tool or hook runs where a
     plain sync caller would run it (a Celery worker thread keeps its own database connection).
     """
-    if inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(getattr(function, "__call__", None)):
+    if inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(type(function).__call__):
         return await function(*args, **kwargs)
     result = await sync_to_async(function, thread_sensitive=True)(*args, **kwargs)
     if inspect.isawaitable(result):

@@ -95,9 +95,7 @@ class ChatServer:
 
     # -- scripting ------------------------------------------------------------------------------
 
-    def reply(
-        self, status: int = 200, body: bytes | str = b"", headers: dict[str, str] | None = None
-    ) -> ChatServer:
+    def reply(self, status: int = 200, body: bytes | str = b"", headers: dict[str, str] | None = None) -> ChatServer:
         """Queue one raw answer (give ``Content-Type`` in ``headers``)."""
         raw = body.encode() if isinstance(body, str) else body
         with self._lock:
@@ -187,9 +185,8 @@ class ChatServer:
         except ValueError:
             parsed = None
         with self._lock:
-            self.requests.append(
-                ReceivedRequest(handler.command, handler.path, {k.lower(): v for k, v in handler.headers.items()}, raw, parsed)
-            )
+            headers = {k.lower(): v for k, v in handler.headers.items()}
+            self.requests.append(ReceivedRequest(handler.command, handler.path, headers, raw, parsed))
             if self._queue:
                 response = self._queue.popleft()
             elif self.fallback is not None:

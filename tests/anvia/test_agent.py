@@ -20,8 +20,9 @@ from tests.anvia.tools_fixtures import make_refund_tool
 
 
 def support_agent(model, executed, *extra_tools):
-    return Agent(name="support", instructions="Help customers.", model=model,
-                 tools=[make_refund_tool(executed), *extra_tools])
+    return Agent(
+        name="support", instructions="Help customers.", model=model, tools=[make_refund_tool(executed), *extra_tools]
+    )
 
 
 def test_a_protected_call_is_skipped_with_its_reject_message_when_no_hook_decides():
@@ -64,10 +65,12 @@ def test_the_reference_hook_works_as_written():
 
         return create_hook(on_tool_call=on_tool_call)
 
-    model = ScriptedModel([
-        [call("refund_order", order_id="A-1", amount=150), call("refund_order", order_id="A-2", amount=5000)],
-        "One refund went through.",
-    ])
+    model = ScriptedModel(
+        [
+            [call("refund_order", order_id="A-1", amount=150), call("refund_order", order_id="A-2", amount=5000)],
+            "One refund went through.",
+        ]
+    )
     response = (
         support_agent(model, executed)
         .prompt("refund both")
@@ -97,7 +100,8 @@ def test_a_hook_returning_none_defers_to_the_next_hook_and_then_fails_closed():
     abstain = create_hook(on_tool_call=lambda call: None)
     model = ScriptedModel([call("refund_order", order_id="A-1", amount=150), "no"])
     response = support_agent(model, executed).prompt("x").request_hook(abstain).send_sync()
-    assert executed == [] and response.tool_calls[0].outcome == "skipped"
+    assert executed == []
+    assert response.tool_calls[0].outcome == "skipped"
 
     model = ScriptedModel([call("refund_order", order_id="A-1", amount=150), "yes"])
     support_agent(model, executed).prompt("x").request_hook(abstain).request_hook(approve_all).send_sync()
@@ -115,7 +119,9 @@ def test_a_hook_returning_something_else_fails_the_run_without_running_the_tool(
 
 def test_invalid_arguments_go_back_to_the_model_naming_the_field():
     executed = []
-    model = ScriptedModel([call("refund_order", order_id="A-1", amount=-3), call("refund_order", "{oops"), "I'm sorry."])
+    model = ScriptedModel(
+        [call("refund_order", order_id="A-1", amount=-3), call("refund_order", "{oops"), "I'm sorry."]
+    )
     response = support_agent(model, executed).prompt("x").request_hook(approve_all).send_sync()
     assert executed == []
     first, second = (r.messages[-1].content for r in model.requests[1:])
@@ -153,8 +159,10 @@ def test_tool_error_goes_to_the_model_but_other_exceptions_fail_the_run():
     def crash(args):
         raise RuntimeError("database is on fire")
 
-    tools = [create_tool(name="reserve", description="", input=Empty, execute=out_of_stock),
-             create_tool(name="crash", description="", input=Empty, execute=crash)]
+    tools = [
+        create_tool(name="reserve", description="", input=Empty, execute=out_of_stock),
+        create_tool(name="crash", description="", input=Empty, execute=crash),
+    ]
     model = ScriptedModel([call("reserve"), "Out of stock, sorry."])
     response = Agent(name="a", instructions="", model=model, tools=tools).prompt("x").send_sync()
     assert model.requests[1].messages[-1].content == "Error: That item is out of stock."
@@ -182,7 +190,14 @@ async def test_events_arrive_in_order_with_async_sinks_and_async_hooks():
         support_agent(model, []).prompt("x").on_event(sink).request_hook(create_hook(on_tool_call=decide)).send()
     )
     assert [e.type for e in events] == [
-        "step", "tool_call", "approval_requested", "approval_decided", "tool_result", "step", "text", "done",
+        "step",
+        "tool_call",
+        "approval_requested",
+        "approval_decided",
+        "tool_result",
+        "step",
+        "text",
+        "done",
     ]
     requested = events[2].data
     assert requested["reason"] == "Review refund of $150 for A-1."
@@ -224,14 +239,17 @@ def test_model_sees_the_instructions_history_and_tools():
 
 def test_repeated_call_ids_from_a_model_are_made_unique_per_run():
     executed = []
-    model = ScriptedModel([
-        call("refund_order", order_id="A-1", amount=5, id="call_0"),
-        call("refund_order", order_id="A-2", amount=6, id="call_0"),
-        "done",
-    ])
+    model = ScriptedModel(
+        [
+            call("refund_order", order_id="A-1", amount=5, id="call_0"),
+            call("refund_order", order_id="A-2", amount=6, id="call_0"),
+            "done",
+        ]
+    )
     support_agent(model, executed).prompt("x").send_sync()
     keys = [e[2] for e in executed]
-    assert len(keys) == 2 and len(set(keys)) == 2
+    assert len(keys) == 2
+    assert len(set(keys)) == 2
 
 
 def test_duplicate_tool_names_are_refused():

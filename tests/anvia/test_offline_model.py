@@ -21,6 +21,7 @@ def desk(calls):
         def execute(args):
             calls.append((name, args.model_dump()))
             return result(args)
+
         return execute
 
     return Agent(
@@ -28,15 +29,28 @@ def desk(calls):
         instructions="",
         model=OfflineModel(),
         tools=[
-            create_tool(name="lookup_order", description="", input=OrderId,
-                        execute=record("lookup_order", lambda a: {"order_id": a.order_id, "status": "shipped",
-                                                                  "total": 80})),
-            create_tool(name="refund_order", description="", input=Refund,
-                        approval=Approval(when=lambda c: c.args.amount > 100, reject_message="Refund was not approved."),
-                        execute=record("refund_order", lambda a: {"order_id": a.order_id, "amount": a.amount,
-                                                                  "refund_id": "R-1"})),
-            create_tool(name="cancel_order", description="", input=OrderId, approval=Approval(),
-                        execute=record("cancel_order", lambda a: {"order_id": a.order_id, "status": "cancelled"})),
+            create_tool(
+                name="lookup_order",
+                description="",
+                input=OrderId,
+                execute=record("lookup_order", lambda a: {"order_id": a.order_id, "status": "shipped", "total": 80}),
+            ),
+            create_tool(
+                name="refund_order",
+                description="",
+                input=Refund,
+                approval=Approval(when=lambda c: c.args.amount > 100, reject_message="Refund was not approved."),
+                execute=record(
+                    "refund_order", lambda a: {"order_id": a.order_id, "amount": a.amount, "refund_id": "R-1"}
+                ),
+            ),
+            create_tool(
+                name="cancel_order",
+                description="",
+                input=OrderId,
+                approval=Approval(),
+                execute=record("cancel_order", lambda a: {"order_id": a.order_id, "status": "cancelled"}),
+            ),
         ],
     )
 
@@ -44,12 +58,21 @@ def desk(calls):
 @pytest.mark.parametrize(
     ("message", "expected_call", "answer"),
     [
-        ("refund order A-1001, $150", ("refund_order", {"order_id": "A-1001", "amount": 150.0}),
-         "Done: I refunded $150.00 for order A-1001 (refund R-1)."),
-        ("Please refund 40 dollars on order a-1001", ("refund_order", {"order_id": "A-1001", "amount": 40.0}),
-         "Done: I refunded $40.00 for order A-1001 (refund R-1)."),
-        ("where is my order A-1002?", ("lookup_order", {"order_id": "A-1002"}),
-         "Order A-1002 is shipped, total $80.00."),
+        (
+            "refund order A-1001, $150",
+            ("refund_order", {"order_id": "A-1001", "amount": 150.0}),
+            "Done: I refunded $150.00 for order A-1001 (refund R-1).",
+        ),
+        (
+            "Please refund 40 dollars on order a-1001",
+            ("refund_order", {"order_id": "A-1001", "amount": 40.0}),
+            "Done: I refunded $40.00 for order A-1001 (refund R-1).",
+        ),
+        (
+            "where is my order A-1002?",
+            ("lookup_order", {"order_id": "A-1002"}),
+            "Order A-1002 is shipped, total $80.00.",
+        ),
         ("cancel order A-1003", ("cancel_order", {"order_id": "A-1003"}), "Done: order A-1003 is now cancelled."),
     ],
 )

@@ -19,7 +19,7 @@ from anvia import (
     ModelUnavailableError,
     OpenAICompatibleModel,
 )
-from tests.anvia.chat_server import ChatServer, completion, tool_call
+from tests.anvia.chat_server import ChatServer, tool_call
 
 FAST_RETRY = {"retry-after-ms": "10"}
 
@@ -45,8 +45,9 @@ class LookupOrderInput(BaseModel):
 
 
 async def test_tool_call_round_trip_through_the_agent(server):
+    model_arguments = {"order_id": "A-1001", "include_items": True}
     server.reply_completion(
-        tool_calls=[tool_call("call_abc", "lookup_order", {"order_id": "A-1001", "include_items": True})],
+        tool_calls=[tool_call("call_abc", "lookup_order", model_arguments)],
         prompt_tokens=50,
         completion_tokens=12,
     )
@@ -60,8 +61,9 @@ async def test_tool_call_round_trip_through_the_agent(server):
     lookup = anvia.create_tool(
         name="lookup_order", description="Look up an order by its number.", input=LookupOrderInput, execute=lookup_order
     )
-    agent = anvia.Agent(name="support", instructions="You answer questions about orders.", model=model_for(server),
-                        tools=[lookup])
+    agent = anvia.Agent(
+        name="support", instructions="You answer questions about orders.", model=model_for(server), tools=[lookup]
+    )
 
     response = await agent.prompt("Where is order A-1001?").send()
 
@@ -103,7 +105,7 @@ async def test_tool_call_round_trip_through_the_agent(server):
         {
             "id": "call_abc",
             "type": "function",
-            "function": {"name": "lookup_order", "arguments": json.dumps({"order_id": "A-1001", "include_items": True})},
+            "function": {"name": "lookup_order", "arguments": json.dumps(model_arguments)},
         }
     ]
     assert tool["role"] == "tool"
@@ -128,7 +130,7 @@ async def test_always_rate_limited_gives_up_after_the_retries(server):
     server.always(429, {"error": {"message": "slow down", "type": "rate_limit"}}, headers=FAST_RETRY)
     started = time.monotonic()
 
-    with pytest.raises(ModelUnavailableError, match="(?i)rate limit"):
+    with pytest.raises(ModelUnavailableError, match=r"(?i)rate limit"):
         await model_for(server, max_retries=2).complete(hello())
 
     assert len(server.requests) == 3
@@ -166,8 +168,11 @@ async def test_malformed_json_body_is_a_model_response_error(server):
 
 
 async def test_html_body_is_a_model_response_error(server):
-    server.reply(200, "<!doctype html><html><body><h1>Welcome to nginx!</h1></body></html>",
-                 {"Content-Type": "text/html; charset=utf-8"})
+    server.reply(
+        200,
+        "<!doctype html><html><body><h1>Welcome to nginx!</h1></body></html>",
+        {"Content-Type": "text/html; charset=utf-8"},
+    )
 
     with pytest.raises(ModelResponseError, match="not a chat completion"):
         await model_for(server).complete(hello())
@@ -182,14 +187,16 @@ async def test_html_body_is_a_model_response_error(server):
         pytest.param(
             {"choices": [{"index": 0, "message": None}]},
             id="message-null",
-            marks=pytest.mark.xfail(strict=True, raises=AttributeError,
-                                    reason="bug: _reply_from assumes choices[0].message exists"),
+            marks=pytest.mark.xfail(
+                strict=True, raises=AttributeError, reason="bug: _reply_from assumes choices[0].message exists"
+            ),
         ),
         pytest.param(
             {"choices": [{}]},
             id="empty-choice",
-            marks=pytest.mark.xfail(strict=True, raises=AttributeError,
-                                    reason="bug: _reply_from assumes choices[0].message exists"),
+            marks=pytest.mark.xfail(
+                strict=True, raises=AttributeError, reason="bug: _reply_from assumes choices[0].message exists"
+            ),
         ),
     ],
 )
@@ -201,9 +208,7 @@ async def test_json_that_is_not_a_chat_completion_is_a_model_response_error(serv
 
 
 async def test_unknown_model_is_model_not_found(server):
-    server.reply_json(
-        {"error": {"message": "model 'nope' not found", "type": "invalid_request_error"}}, status=404
-    )
+    server.reply_json({"error": {"message": "model 'nope' not found", "type": "invalid_request_error"}}, status=404)
 
     with pytest.raises(ModelNotFoundError) as caught:
         await model_for(server, model="nope").complete(hello())

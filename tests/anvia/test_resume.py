@@ -19,10 +19,10 @@ def agent_with(model, executed):
 
 
 def suspended_run(executed):
-    model = ScriptedModel([[call("refund_order", order_id="A-1", amount=20), call("refund_order", order_id="A-2",
-                                                                                   amount=150)]])
-    response = agent_with(model, executed).prompt("refund both").request_hook(suspend_protected).send_sync()
-    return response
+    model = ScriptedModel(
+        [[call("refund_order", order_id="A-1", amount=20), call("refund_order", order_id="A-2", amount=150)]]
+    )
+    return agent_with(model, executed).prompt("refund both").request_hook(suspend_protected).send_sync()
 
 
 def test_a_run_suspends_at_the_pending_call_with_plain_json_state():

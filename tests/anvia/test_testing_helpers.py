@@ -22,14 +22,19 @@ def test_scripted_model_accepts_a_function_of_the_request():
 
 def test_approve_all_and_reject_all():
     executed = []
-    agent = Agent(name="a", instructions="", model=ScriptedModel([call("refund_order", order_id="A", amount=500), "ok"]),
-                  tools=[make_refund_tool(executed)])
+    agent = Agent(
+        name="a",
+        instructions="",
+        model=ScriptedModel([call("refund_order", order_id="A", amount=500), "ok"]),
+        tools=[make_refund_tool(executed)],
+    )
     agent.prompt("x").request_hook(approve_all).send_sync()
     assert len(executed) == 1
 
     agent.model = ScriptedModel([call("refund_order", order_id="A", amount=500), "no"])
     response = agent.prompt("x").request_hook(reject_all).send_sync()
-    assert response.tool_calls[0].message == "Refund was not approved." and len(executed) == 1
+    assert response.tool_calls[0].message == "Refund was not approved."
+    assert len(executed) == 1
 
     agent.model = ScriptedModel([call("refund_order", order_id="A", amount=500), "no"])
     response = agent.prompt("x").request_hook(reject_all_with("Not today.")).send_sync()

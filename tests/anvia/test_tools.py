@@ -73,7 +73,9 @@ def test_tool_decorator_builds_the_input_model_from_the_signature():
     assert schema["required"] == ["order_id", "amount"]
     model = ScriptedModel([call("refund_order", order_id="A-1", amount=20), "done"])
     response = Agent(name="a", instructions="", model=model, tools=[refund_order]).prompt("x").send_sync()
-    assert seen["order_id"] == "A-1" and seen["amount"] == 20 and seen["note"] == ""
+    assert seen["order_id"] == "A-1"
+    assert seen["amount"] == 20
+    assert seen["note"] == ""
     assert seen["key"] == f"{response.run_id}:{response.tool_calls[0].call_id}"
 
 

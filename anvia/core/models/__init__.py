@@ -21,7 +21,9 @@ def create_model(
     model name on an OpenAI-compatible server at ``base_url``."""
     if (name or "").strip().lower() in OFFLINE_MODEL_NAMES:
         return OfflineModel()
-    return OpenAICompatibleModel(model=name, base_url=base_url or None, api_key=api_key, timeout=timeout, max_retries=max_retries)
+    return OpenAICompatibleModel(
+        model=name, base_url=base_url or None, api_key=api_key, timeout=timeout, max_retries=max_retries
+    )
 
 
 __all__ = ["ModelClient", "OfflineModel", "OpenAICompatibleModel", "create_model"]

@@ -101,9 +101,8 @@ def _describe(result: Message) -> str:
             return f"That didn't go through. {content}"
         return content
     if result.name == "refund_order":
-        return (
-            f"Done: I refunded ${_money(data.get('amount'))} for order {data.get('order_id')}"
-            + (f" (refund {data['refund_id']})." if data.get("refund_id") else ".")
+        return f"Done: I refunded ${_money(data.get('amount'))} for order {data.get('order_id')}" + (
+            f" (refund {data['refund_id']})." if data.get("refund_id") else "."
         )
     if result.name == "cancel_order":
         return f"Done: order {data.get('order_id')} is now {data.get('status', 'cancelled')}."

@@ -43,7 +43,10 @@ class OpenAICompatibleModel:
         kwargs: dict[str, Any] = {"model": self.model, "messages": _wire_messages(request)}
         if request.tools:
             kwargs["tools"] = [
-                {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
                 for t in request.tools
             ]
         try:

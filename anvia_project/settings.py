@@ -123,6 +123,9 @@ CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"agents.tasks.*": {"queue": "agents"}}
+CELERY_BEAT_SCHEDULE = {
+    "expire-overdue-approvals": {"task": "approvals.expire_overdue", "schedule": 60.0},
+}
 
 # The agent framework and the approval runtime.
 ANVIA_MODEL = env.str("ANVIA_MODEL", default="offline")

@@ -242,6 +242,7 @@ class PromptRequest:
             run_id=state.run_id,
             context=state.context,
             tool=ToolHandle(tool),
+            messages=tuple(state.messages),
         )
         if tool.approval is not None and tool.approval.is_required(call):
             call.requires_approval = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from pydantic import BaseModel, ValidationError, create_model
 
 from anvia.core.errors import ToolArgumentsError
-from anvia.core.messages import ToolSpec
+from anvia.core.messages import Message, ToolSpec
 
 DEFAULT_REJECT_MESSAGE = "The tool call was not approved."
 
@@ -91,7 +91,8 @@ class ToolHandle:
 
 @dataclass
 class ToolCall:
-    """One tool call, as approval rules and hooks see it. ``args`` are already validated."""
+    """One tool call, as approval rules and hooks see it. ``args`` are already validated;
+    ``messages`` is the conversation up to this call (read-only)."""
 
     tool_name: str
     call_id: str
@@ -101,6 +102,7 @@ class ToolCall:
     tool: ToolHandle
     requires_approval: bool = False
     approval_reason: str | None = None
+    messages: Sequence[Message] = ()
 
     @property
     def definition(self) -> Tool:

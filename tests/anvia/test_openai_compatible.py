@@ -184,19 +184,25 @@ async def test_html_body_is_a_model_response_error(server):
         pytest.param({"choices": []}, id="no-choices"),
         pytest.param({"error": {"message": "backend crashed"}}, id="error-object-with-200"),
         pytest.param([], id="json-list"),
+        pytest.param({"choices": [{"index": 0, "message": None}]}, id="message-null"),
+        pytest.param({"choices": [{}]}, id="empty-choice"),
+        pytest.param({"choices": "nope"}, id="choices-not-a-list"),
         pytest.param(
-            {"choices": [{"index": 0, "message": None}]},
-            id="message-null",
-            marks=pytest.mark.xfail(
-                strict=True, raises=AttributeError, reason="bug: _reply_from assumes choices[0].message exists"
-            ),
-        ),
-        pytest.param(
-            {"choices": [{}]},
-            id="empty-choice",
-            marks=pytest.mark.xfail(
-                strict=True, raises=AttributeError, reason="bug: _reply_from assumes choices[0].message exists"
-            ),
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": None,
+                            "tool_calls": [
+                                {"id": "call_1", "type": "function", "function": {"name": None, "arguments": "{}"}}
+                            ],
+                        },
+                    }
+                ]
+            },
+            id="tool-call-without-name",
         ),
     ],
 )

@@ -52,7 +52,9 @@ class OpenAICompatibleModel:
         try:
             completion = await self._client.chat.completions.create(**kwargs)
         except openai.NotFoundError as error:
-            raise ModelNotFoundError(f"The model {self.model!r} was not found at {where}: {_detail(error)}") from error
+            raise ModelNotFoundError(
+                f"The model {self.model!r} was not found at {where} (or the base URL is wrong): {_detail(error)}"
+            ) from error
         except openai.AuthenticationError as error:
             raise ModelUnavailableError(f"{where} refused the API key: {_detail(error)}") from error
         except openai.RateLimitError as error:
@@ -91,11 +93,13 @@ def _reply_from(completion: Any, where: str) -> ModelReply:
     message = getattr(choices[0], "message", None) if choices else None
     if message is None:
         raise ModelResponseError(f"{where} answered with a body that is not a chat completion.")
-    calls = [
-        ToolCallRequest(id=c.id or "", name=c.function.name, arguments=c.function.arguments or "{}")
-        for c in (message.tool_calls or [])
-        if getattr(c, "function", None) is not None
-    ]
+    calls = []
+    for wire_call in message.tool_calls or []:
+        function = getattr(wire_call, "function", None)
+        name = getattr(function, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ModelResponseError(f"{where} answered with a tool call that has no function name.")
+        calls.append(ToolCallRequest(id=wire_call.id or "", name=name, arguments=function.arguments or "{}"))
     usage = getattr(completion, "usage", None)
     return ModelReply(
         text=message.content or None,

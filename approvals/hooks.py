@@ -1,0 +1,88 @@
+"""The approval hook: any tool's approval metadata, applied through the approval runtime."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+
+from anvia import Hook, ToolCall, create_hook
+from approvals.models import Approval
+from approvals.services import ApprovalRequest, Decision, args_hash, wait_for_decision
+
+EXCERPT_MESSAGES = 10
+
+
+def approval_hook(
+    *,
+    user=None,
+    conversation_id: str | int = "",
+    agent_name: str = "",
+    block_seconds: float | None = None,
+) -> Hook:
+    """A request hook that turns each protected call into an ``Approval`` and waits for it.
+
+    Approved: the tool runs, with the reviewer's edited args if any. Rejected or expired: the
+    model gets the tool's ``reject_message`` and the reviewer's reason. Still pending after
+    ``block_seconds`` (default ``ANVIA_APPROVAL_BLOCK_SECONDS``; ``None`` waits until expiry):
+    the run suspends, to be resumed when the decision lands.
+    """
+    budget = settings.ANVIA_APPROVAL_BLOCK_SECONDS if block_seconds is None else block_seconds
+
+    def on_tool_call(call: ToolCall):
+        if not call.requires_approval:
+            return None
+        request = approval_request_for(call, user=user, conversation_id=conversation_id, agent_name=agent_name)
+        decision = wait_for_decision(request=request, timeout=budget)
+        if decision is None:
+            return call.tool.suspend(f"waiting for approval #{_approval_id(call)}")
+        return verdict_for(call, decision)
+
+    return create_hook(on_tool_call=on_tool_call, name="approval hook")
+
+
+def approval_request_for(call: ToolCall, *, user=None, conversation_id: str | int = "", agent_name: str = ""):
+    """The ``ApprovalRequest`` for a tool call, with what the reviewer needs to judge it."""
+    return ApprovalRequest(
+        run_id=call.run_id,
+        call_id=call.call_id,
+        tool_name=call.tool_name,
+        args=call.args_json,
+        reason=call.approval_reason or f"Approve {call.tool_name}?",
+        reject_message=call.approval.reject_message if call.approval else "The tool call was not approved.",
+        agent_name=agent_name,
+        conversation_id=str(conversation_id or ""),
+        requested_by_id=getattr(user, "pk", None),
+        required_by_rule=True if call.approval else None,
+        input_schema=call.definition.input.model_json_schema(),
+        conversation_excerpt=[
+            {"role": m.role, "content": m.content} for m in call.messages[-EXCERPT_MESSAGES:] if m.content
+        ],
+    )
+
+
+def verdict_for(call: ToolCall, decision: Decision):
+    """``run()`` with exactly the approved args, or ``skip()`` with the reasons."""
+    if decision.approved:
+        if not decision.edited:
+            if args_hash(call.args_json) != args_hash(decision.args):
+                # The reviewer approved other args than this call carries: never run those.
+                return call.tool.skip("The approved arguments differ from this call's; it was not run.")
+            return call.tool.run()
+        shown = json.dumps(decision.args, sort_keys=True)
+        return call.tool.run(args=decision.args, note=f"A reviewer changed the arguments; the tool ran with {shown}.")
+    reject_message = call.approval.reject_message if call.approval else "The tool call was not approved."
+    return call.tool.skip(rejection_message(reject_message, decision))
+
+
+def rejection_message(reject_message: str, decision: Decision) -> str:
+    if decision.status == Approval.Status.EXPIRED:
+        return f"{reject_message} (The approval request expired before anyone decided.)"
+    if decision.reason:
+        return f"{reject_message} Reviewer's reason: {decision.reason}"
+    return reject_message
+
+
+def _approval_id(call: ToolCall) -> Any:
+    return Approval.objects.filter(run_id=call.run_id, call_id=call.call_id).values_list("pk", flat=True).first()

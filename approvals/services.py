@@ -1,0 +1,264 @@
+"""The approval runtime: request, wait, decide, expire. Views, admin, tasks and hooks call these."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import jsonschema
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from approvals.decision_channels import get_decision_channel
+from approvals.errors import AlreadyDecided, ApprovalExpired, InvalidEditedArgs, NotAReviewer, SelfApprovalRefused
+from approvals.models import Approval, ApprovalEvent
+from approvals.notifications import notify_reviewers
+from approvals.signals import approval_decided
+
+logger = logging.getLogger("anvia.approvals")
+
+DECIDE_PERMISSION = "approvals.decide_approval"
+EXPIRED_REASON = "expired"
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def args_hash(args: Any) -> str:
+    return hashlib.sha256(canonical_json(args).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """What a run asks a person to approve."""
+
+    run_id: str
+    call_id: str
+    tool_name: str
+    args: dict[str, Any]
+    reason: str
+    reject_message: str = ""
+    agent_name: str = ""
+    conversation_id: str = ""
+    requested_by_id: int | None = None
+    required_by_rule: bool | None = True
+    input_schema: dict[str, Any] = field(default_factory=dict)
+    conversation_excerpt: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the waiting run needs to know. ``args`` are exactly what to run with when approved."""
+
+    approval_id: int
+    status: str
+    reason: str
+    decided_by: str | None
+    args: dict[str, Any]
+    edited: bool
+
+    @property
+    def approved(self) -> bool:
+        return self.status == Approval.Status.APPROVED
+
+    @classmethod
+    def of(cls, approval: Approval) -> Decision:
+        return cls(
+            approval_id=approval.pk,
+            status=approval.status,
+            reason=approval.decision_reason,
+            decided_by=approval.decided_by.get_username() if approval.decided_by_id else None,
+            args=approval.approved_args,
+            edited=approval.edited_args is not None,
+        )
+
+
+def approval_request(*, request: ApprovalRequest) -> tuple[Approval, bool]:
+    """Create the pending record for this run + call, or find the one a retry created before."""
+    existing = Approval.objects.filter(run_id=request.run_id, call_id=request.call_id).first()
+    if existing is not None:
+        return existing, False
+    canonical = json.loads(canonical_json(request.args))
+    try:
+        with transaction.atomic():
+            approval = Approval.objects.create(
+                run_id=request.run_id,
+                call_id=request.call_id,
+                agent_name=request.agent_name,
+                conversation_id=request.conversation_id,
+                requested_by_id=request.requested_by_id,
+                tool_name=request.tool_name,
+                args=canonical,
+                args_hash=args_hash(canonical),
+                input_schema=request.input_schema,
+                reason=request.reason,
+                required_by_rule=request.required_by_rule,
+                reject_message=request.reject_message,
+                conversation_excerpt=request.conversation_excerpt,
+                expires_at=timezone.now() + timedelta(hours=settings.ANVIA_APPROVAL_TTL_HOURS),
+            )
+            ApprovalEvent.objects.create(
+                approval=approval, kind=ApprovalEvent.Kind.REQUESTED, data={"run_id": request.run_id}
+            )
+            transaction.on_commit(lambda: _announce_request(approval))
+    except IntegrityError:
+        # Another worker (a redelivered task) created it between our read and our insert.
+        return Approval.objects.get(run_id=request.run_id, call_id=request.call_id), False
+    logger.info(
+        "approval requested id=%s run=%s call=%s tool=%s",
+        approval.pk,
+        request.run_id,
+        request.call_id,
+        request.tool_name,
+    )
+    return approval, True
+
+
+def _announce_request(approval: Approval) -> None:
+    notify_reviewers("approval.created", approval)
+    ApprovalEvent.objects.create(approval=approval, kind=ApprovalEvent.Kind.NOTIFIED)
+
+
+def approval_wait(*, approval_id: int, timeout: float | None) -> Decision | None:
+    """Block until the approval is decided (or expires); ``None`` when ``timeout`` runs out first."""
+    channel = get_decision_channel()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        approval = Approval.objects.select_related("decided_by").get(pk=approval_id)
+        if not approval.is_pending:
+            return Decision.of(approval)
+        now = timezone.now()
+        if approval.expires_at <= now:
+            approval_expire(approval_id=approval_id)
+            continue
+        until_expiry = (approval.expires_at - now).total_seconds()
+        remaining = until_expiry if deadline is None else min(deadline - time.monotonic(), until_expiry)
+        if deadline is not None and deadline - time.monotonic() <= 0:
+            return None
+        channel.wait(approval_id, remaining)
+
+
+def wait_for_decision(*, request: ApprovalRequest, timeout: float | None) -> Decision | None:
+    """Create (or find) the record for this call, notify reviewers, and wait for the decision."""
+    approval, _ = approval_request(request=request)
+    return approval_wait(approval_id=approval.pk, timeout=timeout)
+
+
+def reviewer_can_decide(user) -> bool:
+    return bool(
+        user and user.is_authenticated and user.is_active and user.is_staff and user.has_perm(DECIDE_PERMISSION)
+    )
+
+
+def approval_decide(
+    *,
+    approval_id: int,
+    reviewer,
+    approved: bool,
+    reason: str = "",
+    edited_args: dict[str, Any] | None = None,
+) -> Approval:
+    """Record a reviewer's decision: exactly one decision wins; waiters wake after commit.
+
+    Raises ``NotAReviewer`` / ``SelfApprovalRefused`` (403), ``InvalidEditedArgs`` (400),
+    ``AlreadyDecided`` / ``ApprovalExpired`` (409) and ``Approval.DoesNotExist`` (404).
+    """
+    if not reviewer_can_decide(reviewer):
+        raise NotAReviewer("Only staff with the 'decide approvals' permission can decide approvals.")
+    approval = Approval.objects.select_related("decided_by").get(pk=approval_id)
+    if approval.requested_by_id is not None and approval.requested_by_id == reviewer.pk:
+        raise SelfApprovalRefused("You asked for this action, so someone else must decide it.")
+    if edited_args is not None:
+        if not approved:
+            raise InvalidEditedArgs("Arguments can only be edited when approving.", {"args": "Only when approving."})
+        edited_args = _validated_edit(approval, edited_args)
+        if args_hash(edited_args) == approval.args_hash:
+            edited_args = None
+
+    now = timezone.now()
+    status = Approval.Status.APPROVED if approved else Approval.Status.REJECTED
+    with transaction.atomic():
+        won = Approval.objects.filter(pk=approval_id, status=Approval.Status.PENDING, expires_at__gt=now).update(
+            status=status, decided_by=reviewer, decision_reason=reason, decided_at=now, edited_args=edited_args
+        )
+        if not won:
+            current = Approval.objects.select_related("decided_by").get(pk=approval_id)
+            if current.is_pending:
+                raise ApprovalExpired(f"Approval #{approval_id} expired at {current.expires_at:%Y-%m-%d %H:%M UTC}.")
+            if current.status == Approval.Status.EXPIRED:
+                raise ApprovalExpired(f"Approval #{approval_id} has expired; the agent was told it was not approved.")
+            raise AlreadyDecided(current)
+        ApprovalEvent.objects.create(
+            approval_id=approval_id,
+            kind=ApprovalEvent.Kind.DECIDED,
+            actor=reviewer,
+            data={"status": status, "reason": reason, "edited_args": edited_args},
+        )
+        decided = Approval.objects.select_related("decided_by", "requested_by").get(pk=approval_id)
+        transaction.on_commit(lambda: _announce_decision(decided, "approval.decided"))
+    logger.info("approval decided id=%s status=%s by=%s", approval_id, status, reviewer.get_username())
+    return decided
+
+
+def _validated_edit(approval: Approval, edited_args: Any) -> dict[str, Any]:
+    if not isinstance(edited_args, dict):
+        raise InvalidEditedArgs("The edited arguments must be a JSON object.", {"args": "Must be a JSON object."})
+    schema = approval.input_schema or {"type": "object"}
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(edited_args), key=lambda e: list(e.path))
+    if errors:
+        fields = {}
+        for error in errors:
+            name = ".".join(str(part) for part in error.path) or _missing_field(error) or "args"
+            fields.setdefault(f"args.{name}", error.message)
+        listed = "; ".join(f"{name}: {message}" for name, message in fields.items())
+        raise InvalidEditedArgs(f"The edited arguments are not valid: {listed}.", fields)
+    return json.loads(canonical_json(edited_args))
+
+
+def _missing_field(error: jsonschema.ValidationError) -> str | None:
+    if error.validator == "required" and isinstance(error.message, str) and error.message.startswith("'"):
+        return error.message.split("'")[1]
+    return None
+
+
+def approval_expire(*, approval_id: int) -> bool:
+    """Expire a pending approval whose time is up. ``True`` if this call expired it."""
+    now = timezone.now()
+    with transaction.atomic():
+        expired = Approval.objects.filter(pk=approval_id, status=Approval.Status.PENDING, expires_at__lte=now).update(
+            status=Approval.Status.EXPIRED, decision_reason=EXPIRED_REASON, decided_at=now
+        )
+        if not expired:
+            return False
+        ApprovalEvent.objects.create(approval_id=approval_id, kind=ApprovalEvent.Kind.EXPIRED)
+        approval = Approval.objects.select_related("decided_by", "requested_by").get(pk=approval_id)
+        transaction.on_commit(lambda: _announce_decision(approval, "approval.expired"))
+    logger.info("approval expired id=%s", approval_id)
+    return True
+
+
+def approvals_expire_overdue(*, limit: int = 1000) -> int:
+    """Expire every overdue pending approval (the beat task). Returns how many."""
+    overdue = Approval.objects.filter(status=Approval.Status.PENDING, expires_at__lte=timezone.now()).values_list(
+        "pk", flat=True
+    )[:limit]
+    return sum(approval_expire(approval_id=pk) for pk in list(overdue))
+
+
+def approval_record_outcome(*, approval_id: int, outcome: dict[str, Any]) -> None:
+    """Log what happened once the run acted on the decision (the tool ran, or was skipped)."""
+    Approval.objects.filter(pk=approval_id).update(outcome=outcome, executed_at=timezone.now())
+    ApprovalEvent.objects.create(approval_id=approval_id, kind=ApprovalEvent.Kind.EXECUTED, data=outcome)
+
+
+def _announce_decision(approval: Approval, kind: str) -> None:
+    get_decision_channel().publish(approval.pk)
+    notify_reviewers(kind, approval)
+    approval_decided.send(sender=Approval, approval=approval)

@@ -1,0 +1,5 @@
+"""The approvals REST API (``/api/approvals/...``)."""
+
+from __future__ import annotations
+
+urlpatterns: list = []

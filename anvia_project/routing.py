@@ -2,4 +2,8 @@
 
 from __future__ import annotations
 
-websocket_urlpatterns: list = []
+from approvals.routing import websocket_urlpatterns as approvals_websocket_urlpatterns
+
+websocket_urlpatterns: list = [
+    *approvals_websocket_urlpatterns,
+]

@@ -2,4 +2,13 @@
 
 from __future__ import annotations
 
-urlpatterns: list = []
+from django.urls import path
+
+from approvals.api import ApprovalDecisionView, ApprovalDetailView, ApprovalListView
+
+app_name = "api"
+urlpatterns = [
+    path("approvals/", ApprovalListView.as_view(), name="approval-list"),
+    path("approvals/<int:pk>/", ApprovalDetailView.as_view(), name="approval-detail"),
+    path("approvals/<int:pk>/decision/", ApprovalDecisionView.as_view(), name="approval-decision"),
+]

@@ -2,5 +2,13 @@
 
 from __future__ import annotations
 
+from django.urls import path
+
+from approvals import views
+
 app_name = "review"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.approval_queue, name="queue"),
+    path("pending.json", views.approval_queue_json, name="pending"),
+    path("<int:approval_id>/", views.approval_detail, name="detail"),
+]

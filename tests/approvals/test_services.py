@@ -42,7 +42,7 @@ def in_thread(target, *args, **kwargs):
     def run():
         try:
             results["value"] = target(*args, **kwargs)
-        except Exception as error:  # noqa: BLE001 - handed back to the test
+        except Exception as error:
             results["error"] = error
         finally:
             results["at"] = time.perf_counter()

@@ -177,7 +177,8 @@ def approval_decide(
         raise SelfApprovalRefused("You asked for this action, so someone else must decide it.")
     if edited_args is not None:
         if not approved:
-            raise InvalidEditedArgs("Arguments can only be edited when approving.", {"args": "Only when approving."})
+            message = "Edited arguments are only accepted when approving."
+            raise InvalidEditedArgs(message, {"args": message})
         edited_args = _validated_edit(approval, edited_args)
         if args_hash(edited_args) == approval.args_hash:
             edited_args = None
@@ -215,8 +216,10 @@ def _validated_edit(approval: Approval, edited_args: Any) -> dict[str, Any]:
     if errors:
         fields = {}
         for error in errors:
-            name = ".".join(str(part) for part in error.path) or _missing_field(error) or "args"
-            fields.setdefault(f"args.{name}", error.message)
+            path = [str(part) for part in error.path]
+            missing = _missing_field(error)
+            name = ".".join([*path, missing] if missing else path)
+            fields.setdefault(f"args.{name}" if name else "args", error.message)
         listed = "; ".join(f"{name}: {message}" for name, message in fields.items())
         raise InvalidEditedArgs(f"The edited arguments are not valid: {listed}.", fields)
     return json.loads(canonical_json(edited_args))

@@ -1,0 +1,379 @@
+"""The approvals REST API: list, read and decide approvals. Thin: parse, authorize, call, render.
+
+A 400 names each field, as DRF does: ``{"approved": ["Must be true or false."]}``. Edited args
+that fail the tool's input schema are named under ``args``, nested ones dotted:
+``{"args": {"amount": ["-5 is less than or equal to the minimum of 0"]}}``; a complaint about the
+args as a whole is a list: ``{"args": ["Edited arguments are only accepted when approving."]}``. Every other error body has
+``detail``, a sentence for people; errors from the approval runtime add ``code`` for programs,
+and ``already_decided`` adds the ``status``, ``decided_by`` and ``decided_at`` that won.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
+from rest_framework import generics, serializers
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView, exception_handler, set_rollback
+
+from approvals.errors import AlreadyDecided, ApprovalError, ApprovalExpired, NotAReviewer, SelfApprovalRefused
+from approvals.models import Approval, ApprovalEvent
+from approvals.selectors import approval_get, approval_list
+from approvals.services import approval_decide, reviewer_can_decide
+
+USERNAME_FIELD = get_user_model().USERNAME_FIELD
+
+# Part of the API contract, so spelled out rather than derived from the class names.
+ERROR_CODES: dict[type[ApprovalError], str] = {
+    NotAReviewer: "not_a_reviewer",
+    SelfApprovalRefused: "self_approval_refused",
+    AlreadyDecided: "already_decided",
+    ApprovalExpired: "approval_expired",
+}
+FALLBACK_ERROR_CODE = "approval_error"
+
+
+# ---------------------------------------------------------------------------------------------
+# Serializers
+# ---------------------------------------------------------------------------------------------
+
+
+def _username_field(**kwargs: Any) -> serializers.SlugRelatedField:
+    return serializers.SlugRelatedField(slug_field=USERNAME_FIELD, read_only=True, allow_null=True, **kwargs)
+
+
+class ApprovalSerializer(serializers.ModelSerializer):
+    args = serializers.DictField(read_only=True, help_text="The model's arguments, validated, as canonical JSON.")
+    edited_args = serializers.DictField(
+        read_only=True, allow_null=True, help_text="The arguments a reviewer approved instead, if edited."
+    )
+    outcome = serializers.JSONField(read_only=True, allow_null=True, help_text=Approval.outcome.field.help_text)
+    requested_by = _username_field(help_text="Username of the user whose request made the agent call the tool.")
+    decided_by = _username_field(help_text="Username of the reviewer who decided; empty while pending or expired.")
+
+    class Meta:
+        model = Approval
+        fields = [
+            "id",
+            "status",
+            "tool_name",
+            "agent_name",
+            "reason",
+            "args",
+            "edited_args",
+            "requested_by",
+            "conversation_id",
+            "run_id",
+            "call_id",
+            "created_at",
+            "expires_at",
+            "decided_by",
+            "decided_at",
+            "decision_reason",
+            "outcome",
+        ]
+        read_only_fields = fields
+
+
+class ApprovalEventSerializer(serializers.ModelSerializer):
+    actor = _username_field(help_text="Username of who caused the event; empty for the system.")
+    data = serializers.DictField(read_only=True)
+
+    class Meta:
+        model = ApprovalEvent
+        fields = ["kind", "actor", "data", "created_at"]
+        read_only_fields = fields
+
+
+class ApprovalDetailSerializer(ApprovalSerializer):
+    events = ApprovalEventSerializer(many=True, read_only=True, help_text="What happened to it, oldest first.")
+
+    class Meta(ApprovalSerializer.Meta):
+        fields = [*ApprovalSerializer.Meta.fields, "events"]
+        read_only_fields = fields
+
+
+class ApprovalListQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=Approval.Status.choices, required=False, help_text="Only approvals in this state."
+    )
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """JSON ``true`` or ``false`` only: ``"yes"`` or ``1`` as a decision is a client bug, not a vote."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+class DecisionSerializer(serializers.Serializer):
+    approved = StrictBooleanField(help_text="true to approve (the tool runs), false to reject.")
+    reason = serializers.CharField(
+        default="", allow_blank=True, max_length=2000, help_text="Why; a rejection's reason is shown to the model."
+    )
+    args = serializers.DictField(
+        required=False,
+        allow_null=True,
+        error_messages={"not_a_dict": 'Must be a JSON object of the tool\'s arguments, not "{input_type}".'},
+        help_text=(
+            "Edited arguments to run the tool with instead (approving only). They must satisfy the tool's "
+            "input schema; the original arguments are kept beside them."
+        ),
+    )
+
+
+# Documentation-only shapes of the error bodies.
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="What went wrong, in a sentence.")
+    code = serializers.ChoiceField(
+        choices=[*ERROR_CODES.values(), FALLBACK_ERROR_CODE],
+        required=False,
+        help_text="Present on errors from the approval runtime.",
+    )
+
+
+class ConflictSerializer(ErrorSerializer):
+    status = serializers.ChoiceField(
+        choices=Approval.Status.choices, required=False, help_text="already_decided: the decision that won."
+    )
+    decided_by = serializers.CharField(
+        required=False, allow_null=True, help_text="already_decided: who decided (empty if the system did)."
+    )
+    decided_at = serializers.DateTimeField(required=False, allow_null=True, help_text="already_decided: when.")
+
+
+class ListQueryErrorSerializer(serializers.Serializer):
+    status = serializers.ListField(child=serializers.CharField())
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "array", "items": {"type": "string"}},
+            {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+        ]
+    }
+)
+class ArgsErrorsField(serializers.JSONField):
+    """Messages about ``args`` as a whole (a list), or per argument name (an object)."""
+
+
+class DecisionErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(required=False, help_text="The body is not valid JSON.")
+    non_field_errors = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="The body is not a JSON object."
+    )
+    approved = serializers.ListField(child=serializers.CharField(), required=False)
+    reason = serializers.ListField(child=serializers.CharField(), required=False)
+    args = ArgsErrorsField(required=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: every ApprovalError maps to its status_code here, and nowhere else.
+# ---------------------------------------------------------------------------------------------
+
+
+def approval_error_body(exc: ApprovalError) -> dict[str, Any]:
+    fields = getattr(exc, "fields", None)
+    if fields:
+        return _field_errors(fields)
+    body: dict[str, Any] = {"detail": str(exc), "code": ERROR_CODES.get(type(exc), FALLBACK_ERROR_CODE)}
+    if isinstance(exc, AlreadyDecided):
+        decided = exc.approval
+        body["status"] = decided.status
+        body["decided_by"] = decided.decided_by.get_username() if decided.decided_by else None
+        body["decided_at"] = serializers.DateTimeField().to_representation(decided.decided_at)
+    return body
+
+
+def _field_errors(fields: dict[str, str]) -> dict[str, Any]:
+    """``{"args.amount": msg, "args": msg}`` → ``{"args": {"amount": [msg]}}`` / ``{"args": [msg]}``."""
+    errors: dict[str, Any] = {}
+    for name, message in fields.items():
+        field, _, argument = name.partition(".")
+        current = errors.get(field)
+        if argument:
+            if isinstance(current, list):  # the field already has messages as a whole: keep them
+                current = {api_settings.NON_FIELD_ERRORS_KEY: current}
+            errors[field] = current = current or {}
+            current.setdefault(argument, []).append(message)
+        elif isinstance(current, dict):
+            current.setdefault(api_settings.NON_FIELD_ERRORS_KEY, []).append(message)
+        else:
+            errors.setdefault(field, []).append(message)
+    return errors
+
+
+def approval_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, plus the approval runtime's errors and unknown approvals."""
+    if isinstance(exc, Approval.DoesNotExist):
+        exc = NotFound(f"Approval #{context['kwargs'].get('pk')} does not exist.")
+    if isinstance(exc, ApprovalError):
+        set_rollback()
+        return Response(approval_error_body(exc), status=exc.status_code)
+    return exception_handler(exc, context)
+
+
+# ---------------------------------------------------------------------------------------------
+# Views
+# ---------------------------------------------------------------------------------------------
+
+
+class IsApprovalReviewer(BasePermission):
+    message = "Only staff with the 'decide approvals' permission can see or decide approvals."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return reviewer_can_decide(request.user)
+
+
+class ApprovalPagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+class ReviewerAPIView(APIView):
+    permission_classes = [IsApprovalReviewer]
+
+    def get_exception_handler(self):
+        return approval_exception_handler
+
+
+FORBIDDEN = OpenApiResponse(
+    ErrorSerializer, description="Not signed in, or not staff with the 'decide approvals' permission."
+)
+NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No approval has this id.")
+
+
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="approvals_list",
+        summary="List approvals",
+        description="Approvals newest first, paginated; `status=pending` gives the ones waiting for a reviewer.",
+        parameters=[ApprovalListQuerySerializer],
+        responses={
+            200: ApprovalSerializer(many=True),
+            400: OpenApiResponse(ListQueryErrorSerializer, description="`status` is not a valid status."),
+            403: FORBIDDEN,
+        },
+        tags=["approvals"],
+    )
+)
+class ApprovalListView(ReviewerAPIView, generics.ListAPIView):
+    serializer_class = ApprovalSerializer
+    pagination_class = ApprovalPagination
+
+    def get_queryset(self):
+        return approval_list()
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        query = ApprovalListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        page = self.paginate_queryset(approval_list(status=query.validated_data.get("status")))
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="approvals_retrieve",
+        summary="Read an approval",
+        description="One approval with its event log.",
+        responses={200: ApprovalDetailSerializer, 403: FORBIDDEN, 404: NOT_FOUND},
+        tags=["approvals"],
+    )
+)
+class ApprovalDetailView(ReviewerAPIView, generics.RetrieveAPIView):
+    serializer_class = ApprovalDetailSerializer
+
+    def get_queryset(self):
+        return approval_list()
+
+    def get_object(self) -> Approval:
+        approval = approval_get(approval_id=self.kwargs["pk"])
+        self.check_object_permissions(self.request, approval)
+        return approval
+
+
+class ApprovalDecisionView(ReviewerAPIView):
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        operation_id="approvals_decide",
+        summary="Approve or reject an approval",
+        description=(
+            "Exactly one decision wins: a later or concurrent one gets 409 saying who decided and when. "
+            "The user who asked for the action cannot decide it."
+        ),
+        request=DecisionSerializer,
+        responses={
+            200: OpenApiResponse(ApprovalDetailSerializer, description="The decided approval."),
+            400: OpenApiResponse(DecisionErrorSerializer, description="The body is wrong; each field says why."),
+            403: OpenApiResponse(
+                ErrorSerializer,
+                description="Not a reviewer (`not_a_reviewer`), or the one who asked for it (`self_approval_refused`).",
+            ),
+            404: NOT_FOUND,
+            409: OpenApiResponse(
+                ConflictSerializer, description="Decided already (`already_decided`) or expired (`approval_expired`)."
+            ),
+            415: OpenApiResponse(ErrorSerializer, description="The body is not JSON."),
+        },
+        examples=[
+            OpenApiExample("Approve", value={"approved": True, "reason": "Customer is eligible."}, request_only=True),
+            OpenApiExample(
+                "Approve with edited args",
+                value={"approved": True, "args": {"order_id": "A-1001", "amount": 100.0}},
+                request_only=True,
+            ),
+            OpenApiExample("Reject", value={"approved": False, "reason": "Over the limit."}, request_only=True),
+            OpenApiExample(
+                "Edited args invalid",
+                value={"args": {"amount": ["-5 is less than or equal to the minimum of 0"]}},
+                response_only=True,
+                status_codes=["400"],
+            ),
+            OpenApiExample(
+                "Already decided",
+                value={
+                    "detail": "Approval #7 was already approved by bob at 2026-01-05 10:31:02 UTC.",
+                    "code": "already_decided",
+                    "status": "approved",
+                    "decided_by": "bob",
+                    "decided_at": "2026-01-05T10:31:02.118000Z",
+                },
+                response_only=True,
+                status_codes=["409"],
+            ),
+        ],
+        tags=["approvals"],
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        body = DecisionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        approval_decide(
+            approval_id=pk,
+            reviewer=request.user,
+            approved=body.validated_data["approved"],
+            reason=body.validated_data["reason"],
+            edited_args=body.validated_data.get("args"),
+        )
+        return Response(ApprovalDetailSerializer(approval_get(approval_id=pk)).data)

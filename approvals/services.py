@@ -157,6 +157,20 @@ def reviewer_can_decide(user) -> bool:
     )
 
 
+def approval_decide_refusal(*, approval: Approval, user) -> str | None:
+    """Why ``user`` may not decide ``approval`` now, or ``None`` if they may. Pages use it to
+    say why there are no buttons; ``approval_decide`` enforces the same rules."""
+    if not approval.is_pending:
+        return f"This request is already {approval.status}."
+    if approval.expires_at <= timezone.now():
+        return f"This request expired at {approval.expires_at:%Y-%m-%d %H:%M UTC}; it can no longer be decided."
+    if not reviewer_can_decide(user):
+        return "You can view this request; deciding it needs the “Can approve or reject tool calls” permission."
+    if approval.requested_by_id is not None and approval.requested_by_id == user.pk:
+        return "You asked for this action, so someone else must decide it."
+    return None
+
+
 def approval_decide(
     *,
     approval_id: int,
@@ -192,7 +206,9 @@ def approval_decide(
         if not won:
             current = Approval.objects.select_related("decided_by").get(pk=approval_id)
             if current.is_pending:
-                raise ApprovalExpired(f"Approval #{approval_id} expired at {current.expires_at:%Y-%m-%d %H:%M UTC}.")
+                expired_at = current.expires_at
+                transaction.on_commit(lambda: approval_expire(approval_id=approval_id))
+                raise ApprovalExpired(f"Approval #{approval_id} expired at {expired_at:%Y-%m-%d %H:%M UTC}.")
             if current.status == Approval.Status.EXPIRED:
                 raise ApprovalExpired(f"Approval #{approval_id} has expired; the agent was told it was not approved.")
             raise AlreadyDecided(current)

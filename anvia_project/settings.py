@@ -124,6 +124,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"agents.tasks.*": {"queue": "agents"}}
 CELERY_BEAT_SCHEDULE = {
     "expire-overdue-approvals": {"task": "approvals.expire_overdue", "schedule": 60.0},
+    "recover-orphaned-runs": {"task": "agents.tasks.recover_orphaned_runs", "schedule": 30.0},
 }
 
 # The agent framework and the approval runtime.
@@ -134,7 +135,12 @@ ANVIA_MODEL_TIMEOUT_SECONDS = env.float("ANVIA_MODEL_TIMEOUT_SECONDS", default=6
 # "redis" in production; "memory" for a single process (Studio, some tests).
 ANVIA_DECISION_CHANNEL = env.str("ANVIA_DECISION_CHANNEL", default="redis")
 ANVIA_APPROVAL_TTL_HOURS = env.float("ANVIA_APPROVAL_TTL_HOURS", default=24.0)
-ANVIA_APPROVAL_BLOCK_SECONDS = env.float("ANVIA_APPROVAL_BLOCK_SECONDS", default=60.0)
+ANVIA_APPROVAL_BLOCK_SECONDS = env.float("ANVIA_APPROVAL_BLOCK_SECONDS", default=30.0)
+# Per worker process, how many runs may block on a decision at once; the rest suspend at once,
+# so the other threads of the agents pool stay free for new chats.
+ANVIA_MAX_BLOCKED_RUNS = env.int("ANVIA_MAX_BLOCKED_RUNS", default=8)
+# A worker's hold on a run lasts the block budget plus this; past it the run counts as orphaned.
+ANVIA_RUN_LEASE_GRACE_SECONDS = env.float("ANVIA_RUN_LEASE_GRACE_SECONDS", default=120.0)
 
 # A task blocked on an approval is not acknowledged; Redis must not redeliver it meanwhile.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(max(3600, ANVIA_APPROVAL_BLOCK_SECONDS * 4))}

@@ -8,6 +8,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand
 
+from shop.models import Order
+
 DEMO_USERS = [
     # username, is_staff, is_superuser, can decide approvals
     ("admin", True, True, True),
@@ -16,9 +18,18 @@ DEMO_USERS = [
     ("bob", False, False, False),
 ]
 
+DEMO_ORDERS = [
+    # number, customer, description, total, status
+    ("A-1001", "alice", "Espresso machine", "249.00", Order.Status.DELIVERED),
+    ("A-1002", "alice", "Coffee grinder", "80.00", Order.Status.SHIPPED),
+    ("A-1003", "alice", "Milk frother", "45.00", Order.Status.PLACED),
+    ("B-2001", "bob", "Standing desk", "520.00", Order.Status.PLACED),
+    ("B-2002", "bob", "Desk lamp", "60.00", Order.Status.DELIVERED),
+]
+
 
 class Command(BaseCommand):
-    help = "Create the demo users idempotently and print their logins."
+    help = "Create the demo users and orders idempotently and print the logins."
 
     def handle(self, *args, **options):
         password = os.environ.get("DEMO_PASSWORD", "anvia-demo")
@@ -35,3 +46,15 @@ class Command(BaseCommand):
                 user.user_permissions.add(decide)
             state = "created" if created else "exists"
             self.stdout.write(f"  {username:<9} {state:<8} password: {password if created else '(unchanged)'}")
+
+        for number, customer, description, total, status in DEMO_ORDERS:
+            Order.objects.get_or_create(
+                number=number,
+                defaults={
+                    "customer": User.objects.get(username=customer),
+                    "description": description,
+                    "total": total,
+                    "status": status,
+                },
+            )
+        self.stdout.write(f"  orders: {', '.join(n for n, *_ in DEMO_ORDERS)}")

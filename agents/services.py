@@ -1,0 +1,268 @@
+"""Conversations and agent runs: post a message, run the agent in a worker, suspend, resume, recover."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from contextlib import contextmanager
+from datetime import timedelta
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from agents.models import AgentRun, Conversation, Message, RunEvent
+from agents.registry import get_agent
+from anvia import AgentRunError, Event, ModelError, RunState, ToolExecutionError
+from anvia import Message as ModelMessage
+from approvals.hooks import approval_hook
+from approvals.models import Approval
+
+logger = logging.getLogger("anvia.runs")
+
+MAX_MESSAGE_CHARS = 4000
+HISTORY_MESSAGES = 20
+
+# Blocked runs hold a worker thread each. Past this many per worker process a run suspends at
+# once instead, so new chats always find a free thread (see README "Agent runs").
+_blocking_permits = threading.BoundedSemaphore(settings.ANVIA_MAX_BLOCKED_RUNS)
+
+
+def conversation_group(conversation_id: int) -> str:
+    return f"conversation_{conversation_id}"
+
+
+def conversation_create(*, user, agent_name: str = "support", title: str = "") -> Conversation:
+    get_agent(agent_name)
+    return Conversation.objects.create(user=user, agent_name=agent_name, title=title[:200])
+
+
+def conversation_post_message(*, conversation: Conversation, content: str) -> AgentRun:
+    """Save the customer's message and queue a run to answer it (after commit)."""
+    content = (content or "").strip()
+    if not content:
+        raise ValueError("The message is empty.")
+    if len(content) > MAX_MESSAGE_CHARS:
+        raise ValueError(f"The message is longer than {MAX_MESSAGE_CHARS} characters.")
+    with transaction.atomic():
+        run = AgentRun.objects.create(
+            conversation=conversation, user=conversation.user, agent_name=conversation.agent_name
+        )
+        Message.objects.create(conversation=conversation, run=run, role=Message.Role.USER, content=content)
+        if not conversation.title:
+            conversation.title = content[:80]
+        conversation.save(update_fields=["title", "updated_at"])
+        transaction.on_commit(lambda: run_enqueue(run_id=run.pk))
+    logger.info("run queued run=%s conversation=%s user=%s", run.pk, conversation.pk, conversation.user_id)
+    return run
+
+
+def run_enqueue(*, run_id) -> None:
+    from agents.tasks import run_agent
+
+    run_agent.delay(str(run_id))
+
+
+def _lease_seconds() -> float:
+    return settings.ANVIA_APPROVAL_BLOCK_SECONDS + settings.ANVIA_RUN_LEASE_GRACE_SECONDS
+
+
+def run_claim(*, run_id, owner: str) -> AgentRun | None:
+    """Take the run for this worker: queued, suspended, or held by a worker whose lease ran out."""
+    now = timezone.now()
+    claimable = Q(status__in=[AgentRun.Status.QUEUED, AgentRun.Status.SUSPENDED]) | Q(
+        status__in=AgentRun.ACTIVE, lease_expires_at__lt=now
+    )
+    claimed = AgentRun.objects.filter(claimable, pk=run_id).update(
+        status=AgentRun.Status.RUNNING,
+        lease_owner=owner,
+        lease_expires_at=now + timedelta(seconds=_lease_seconds()),
+        attempts=F("attempts") + 1,
+        started_at=Coalesce(F("started_at"), now),
+        error="",
+    )
+    if not claimed:
+        return None
+    return AgentRun.objects.select_related("conversation", "user").get(pk=run_id)
+
+
+class RunRecorder:
+    """Saves a run's checkpoints and events, keeps its lease, and streams events to the chat."""
+
+    def __init__(self, run: AgentRun, owner: str):
+        self.run = run
+        self.owner = owner
+        self.group = conversation_group(run.conversation_id)
+
+    def _held(self):
+        return AgentRun.objects.filter(pk=self.run.pk, lease_owner=self.owner)
+
+    def checkpoint(self, state: RunState) -> None:
+        lease = timezone.now() + timedelta(seconds=_lease_seconds())
+        self._held().update(state=state.model_dump(mode="json"), lease_expires_at=lease)
+
+    def event(self, event: Event) -> None:
+        status = {
+            "approval_requested": AgentRun.Status.WAITING_FOR_APPROVAL,
+            "approval_decided": AgentRun.Status.RUNNING,
+        }.get(event.type)
+        if status:
+            self._held().update(status=status)
+        RunEvent.objects.create(run_id=self.run.pk, type=event.type, data=event.data)
+        self.publish({"type": "run.event", "run_id": str(self.run.pk), "event": event.type, "data": event.data})
+
+    def publish(self, message: dict) -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        try:
+            async_to_sync(layer.group_send)(self.group, message)
+        except Exception:
+            # The chat reloads to the truth; a missed live update must not stop the run.
+            logger.warning("run %s: could not stream to %s", self.run.pk, self.group, exc_info=True)
+
+
+@contextmanager
+def _blocking_budget():
+    permitted = _blocking_permits.acquire(blocking=False)
+    try:
+        yield settings.ANVIA_APPROVAL_BLOCK_SECONDS if permitted else 0.0
+    finally:
+        if permitted:
+            _blocking_permits.release()
+
+
+def run_execute(*, run_id, owner: str | None = None) -> AgentRun | None:
+    """Run (or resume) the agent for this run until it answers, fails, or suspends."""
+    owner = owner or uuid.uuid4().hex
+    run = run_claim(run_id=run_id, owner=owner)
+    if run is None:
+        logger.info("run skipped run=%s: finished or held by a live worker", run_id)
+        return None
+    logger.info("run started run=%s attempt=%s", run.pk, run.attempts)
+    agent = get_agent(run.agent_name)
+    recorder = RunRecorder(run, owner)
+    with _blocking_budget() as block_seconds:
+        hook = approval_hook(
+            user=run.user, conversation_id=run.conversation_id, agent_name=agent.name, block_seconds=block_seconds
+        )
+        request = agent.resume(run.state) if run.state else _first_prompt(agent, run)
+        try:
+            response = (
+                request.request_hook(hook).on_event(recorder.event).on_checkpoint(recorder.checkpoint).send_sync()
+            )
+        except AgentRunError as error:
+            return run_fail(run=run, recorder=recorder, error=error)
+    if response.suspended:
+        return run_suspend(run=run, recorder=recorder)
+    return run_succeed(run=run, recorder=recorder, text=response.text or "")
+
+
+def _first_prompt(agent, run: AgentRun):
+    messages = list(run.conversation.messages.order_by("created_at", "id"))
+    asked = next(m for m in reversed(messages) if m.run_id == run.pk and m.role == Message.Role.USER)
+    earlier = [m for m in messages if m.created_at <= asked.created_at and m.pk != asked.pk][-HISTORY_MESSAGES:]
+    history = [ModelMessage(role=m.role, content=m.content) for m in earlier]
+    return agent.prompt(
+        asked.content,
+        history=history,
+        context={"user_id": run.user_id, "conversation_id": run.conversation_id},
+        run_id=str(run.pk),
+    )
+
+
+def run_succeed(*, run: AgentRun, recorder: RunRecorder, text: str) -> AgentRun:
+    with transaction.atomic():
+        AgentRun.objects.filter(pk=run.pk).update(
+            status=AgentRun.Status.SUCCEEDED, finished_at=timezone.now(), lease_owner="", lease_expires_at=None
+        )
+        Message.objects.get_or_create(
+            run=run, role=Message.Role.ASSISTANT, defaults={"conversation_id": run.conversation_id, "content": text}
+        )
+    recorder.publish({"type": "run.finished", "run_id": str(run.pk), "status": "succeeded", "text": text})
+    logger.info("run succeeded run=%s", run.pk)
+    return AgentRun.objects.get(pk=run.pk)
+
+
+def run_fail(*, run: AgentRun, recorder: RunRecorder, error: Exception) -> AgentRun:
+    text = customer_error_text(error)
+    with transaction.atomic():
+        AgentRun.objects.filter(pk=run.pk).update(
+            status=AgentRun.Status.FAILED,
+            error=str(error),
+            finished_at=timezone.now(),
+            lease_owner="",
+            lease_expires_at=None,
+        )
+        Message.objects.get_or_create(
+            run=run, role=Message.Role.ASSISTANT, defaults={"conversation_id": run.conversation_id, "content": text}
+        )
+    recorder.publish({"type": "run.finished", "run_id": str(run.pk), "status": "failed", "text": text})
+    logger.warning("run failed run=%s error=%s", run.pk, error)
+    return AgentRun.objects.get(pk=run.pk)
+
+
+def customer_error_text(error: Exception) -> str:
+    """The failure in words a customer can read; the details stay in ``AgentRun.error``."""
+    if isinstance(error, ModelError):
+        return "Sorry, the assistant is unavailable right now and couldn't answer. Please try again in a few minutes."
+    if isinstance(error, ToolExecutionError):
+        return (
+            "Sorry, something went wrong while handling your request, so I stopped. A staff member has been notified."
+        )
+    return "Sorry, I couldn't finish handling your request. Please try again, or contact support."
+
+
+def run_suspend(*, run: AgentRun, recorder: RunRecorder) -> AgentRun:
+    """Free the worker; the decision resumes the run. Re-check, so a decision that landed while
+    we were suspending is not left waiting for a wake-up that already happened."""
+    AgentRun.objects.filter(pk=run.pk).update(
+        status=AgentRun.Status.SUSPENDED, suspended_at=timezone.now(), lease_owner="", lease_expires_at=None
+    )
+    recorder.publish({"type": "run.suspended", "run_id": str(run.pk)})
+    logger.info("run suspended run=%s", run.pk)
+    if (
+        Approval.objects.filter(run_id=str(run.pk))
+        .exclude(status=Approval.Status.PENDING)
+        .filter(executed_at__isnull=True)
+        .exists()
+    ):
+        run_enqueue(run_id=run.pk)
+    return AgentRun.objects.get(pk=run.pk)
+
+
+def run_resume_after_decision(*, approval: Approval) -> bool:
+    """Queue the run an approval belongs to, unless a live worker is already waiting on it."""
+    try:
+        run_id = uuid.UUID(approval.run_id)
+    except ValueError:
+        return False  # not a run of this app (Studio, a hand-written hook)
+    now = timezone.now()
+    resumable = Q(status=AgentRun.Status.SUSPENDED) | Q(status__in=AgentRun.ACTIVE, lease_expires_at__lt=now)
+    if not AgentRun.objects.filter(resumable, pk=run_id).exists():
+        return False
+    run_enqueue(run_id=run_id)
+    logger.info("run resume queued run=%s approval=%s", run_id, approval.pk)
+    return True
+
+
+def runs_recover_orphaned() -> int:
+    """Queue again the runs whose worker died (lease ran out) and queued runs nobody took."""
+    now = timezone.now()
+    orphaned = AgentRun.objects.filter(status__in=AgentRun.ACTIVE, lease_expires_at__lt=now).values_list(
+        "pk", flat=True
+    )
+    stale_queued = AgentRun.objects.filter(
+        status=AgentRun.Status.QUEUED, created_at__lt=now - timedelta(seconds=settings.ANVIA_RUN_LEASE_GRACE_SECONDS)
+    ).values_list("pk", flat=True)
+    run_ids = [*orphaned, *stale_queued]
+    for run_id in run_ids:
+        run_enqueue(run_id=run_id)
+    if run_ids:
+        logger.warning("runs recovered count=%s ids=%s", len(run_ids), [str(r) for r in run_ids])
+    return len(run_ids)

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db.models import Sum
+
+from shop.errors import OrderNotFound
+from shop.models import Order
+
+
+def order_for_customer(*, customer_id: int, number: str) -> Order:
+    """The customer's own order; another customer's order is "not found", never shown."""
+    try:
+        return Order.objects.get(number=number.strip().upper(), customer_id=customer_id)
+    except Order.DoesNotExist:
+        raise OrderNotFound(number) from None
+
+
+def order_refunded(order: Order) -> Decimal:
+    return order.refunds.aggregate(total=Sum("amount"))["total"] or Decimal("0.00")
+
+
+def order_summary(order: Order) -> dict:
+    """What the agent (and so the customer) is told about an order."""
+    refunded = order_refunded(order)
+    return {
+        "order_id": order.number,
+        "description": order.description,
+        "status": order.status,
+        "total": float(order.total),
+        "refunded": float(refunded),
+        "refundable": float(order.total - refunded),
+    }

@@ -1,0 +1,156 @@
+"""Agent runs, executed in the test process (the Celery worker tests are in test_worker.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from agents.models import AgentRun, Message
+from agents.services import conversation_create, conversation_post_message, run_execute, runs_recover_orphaned
+from approvals.models import Approval
+from approvals.services import approval_decide
+from shop.models import Order, Refund
+from tests.factories import ReviewerFactory, UserFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def no_enqueue(monkeypatch):
+    """Record what would go to Celery instead of sending it."""
+    queued = []
+    monkeypatch.setattr("agents.services.run_enqueue", lambda *, run_id: queued.append(str(run_id)))
+    return queued
+
+
+@pytest.fixture
+def alice():
+    customer = UserFactory(username="alice")
+    Order.objects.create(
+        number="A-1001", customer=customer, description="Espresso machine", total="249.00", status="delivered"
+    )
+    Order.objects.create(number="A-1003", customer=customer, description="Frother", total="45.00")
+    bob = UserFactory(username="bob")
+    Order.objects.create(number="B-2001", customer=bob, description="Desk", total="520.00")
+    return customer
+
+
+def ask(user, text):
+    conversation = conversation_create(user=user)
+    return conversation_post_message(conversation=conversation, content=text)
+
+
+def test_a_lookup_answers_without_approval(alice, no_enqueue):
+    run = ask(alice, "where is my order A-1001?")
+    assert no_enqueue == [str(run.pk)]
+    finished = run_execute(run_id=run.pk)
+    assert finished.status == "succeeded"
+    answer = Message.objects.get(run=run, role="assistant")
+    assert answer.content == "Order A-1001 is delivered, total $249.00."
+    assert [e.type for e in run.events.all()][-1] == "done"
+
+
+def test_a_customer_never_reaches_another_customers_order(alice, no_enqueue):
+    run = ask(alice, "where is my order B-2001?")
+    run_execute(run_id=run.pk)
+    answer = Message.objects.get(run=run, role="assistant").content
+    assert "B-2001 was not found among your orders" in answer
+    assert "Desk" not in answer
+
+
+def test_a_small_refund_runs_at_once_and_only_once_per_call(alice, no_enqueue):
+    run = ask(alice, "refund order A-1001, $40")
+    run_execute(run_id=run.pk)
+    refund = Refund.objects.get()
+    assert refund.amount == Decimal("40.00")
+    assert refund.idempotency_key.startswith(f"{run.pk}:")
+    assert not Approval.objects.exists()
+
+
+def test_a_large_refund_waits_then_suspends_and_resumes_on_decision(alice, no_enqueue, settings):
+    settings.ANVIA_APPROVAL_BLOCK_SECONDS = 0.3
+    run = ask(alice, "refund order A-1001, $150")
+    suspended = run_execute(run_id=run.pk)
+    assert suspended.status == "suspended"
+    approval = Approval.objects.get()
+    assert approval.reason == "Review refund of $150.00 for A-1001."
+    assert approval.requested_by == alice
+    assert not Refund.objects.exists()
+
+    approval_decide(approval_id=approval.pk, reviewer=ReviewerFactory(), approved=True)
+    assert no_enqueue == [str(run.pk), str(run.pk)]  # posted, then resumed by the decision
+    finished = run_execute(run_id=run.pk)
+    assert finished.status == "succeeded"
+    assert Refund.objects.get().amount == Decimal("150.00")
+    assert "Done: I refunded $150.00 for order A-1001" in Message.objects.get(run=run, role="assistant").content
+
+
+def test_a_blocked_run_wakes_on_decision_without_suspending(alice, no_enqueue, settings):
+    settings.ANVIA_APPROVAL_BLOCK_SECONDS = 20
+    run = ask(alice, "cancel order A-1003")
+    reviewer = ReviewerFactory()
+
+    def review():
+        try:
+            while not Approval.objects.exists():
+                time.sleep(0.02)
+            assert AgentRun.objects.get(pk=run.pk).status == "waiting_for_approval"
+            approval_decide(approval_id=Approval.objects.get().pk, reviewer=reviewer, approved=False, reason="Shipped")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=review)
+    thread.start()
+    finished = run_execute(run_id=run.pk)
+    thread.join(10)
+    assert finished.status == "succeeded"
+    assert Order.objects.get(number="A-1003").status == "placed"
+    answer = Message.objects.get(run=run, role="assistant").content
+    assert answer == "That didn't go through. Cancellation was not approved. Reviewer's reason: Shipped"
+    assert no_enqueue == [str(run.pk)]  # the live waiter got it; no resume was queued
+
+
+def test_a_run_held_by_a_live_worker_is_not_taken_twice(alice, no_enqueue):
+    run = ask(alice, "where is my order A-1001?")
+    AgentRun.objects.filter(pk=run.pk).update(
+        status="running", lease_owner="other", lease_expires_at="2999-01-01T00:00:00Z"
+    )
+    assert run_execute(run_id=run.pk) is None
+    assert runs_recover_orphaned() == 0
+
+
+def test_an_orphaned_run_is_recovered(alice, no_enqueue):
+    run = ask(alice, "where is my order A-1001?")
+    AgentRun.objects.filter(pk=run.pk).update(
+        status="waiting_for_approval", lease_owner="dead", lease_expires_at="2000-01-01T00:00:00Z"
+    )
+    assert runs_recover_orphaned() == 1
+    assert run_execute(run_id=run.pk).status == "succeeded"
+
+
+def test_a_model_failure_ends_the_run_with_words_the_customer_can_read(alice, no_enqueue, settings):
+    settings.ANVIA_MODEL = "llama3.2"
+    settings.OPENAI_BASE_URL = "http://127.0.0.1:9/v1"
+    from agents.support import support_agent
+
+    support_agent.model.__dict__.pop("client", None)
+    try:
+        run = ask(alice, "hello")
+        failed = run_execute(run_id=run.pk)
+    finally:
+        support_agent.model.__dict__.pop("client", None)
+    assert failed.status == "failed"
+    assert "Could not reach" in failed.error
+    assert Message.objects.get(run=run, role="assistant").content.startswith("Sorry, the assistant is unavailable")
+
+
+def test_empty_and_huge_messages_are_refused(alice):
+    conversation = conversation_create(user=alice)
+    with pytest.raises(ValueError, match="empty"):
+        conversation_post_message(conversation=conversation, content="   ")
+    with pytest.raises(ValueError, match="longer than 4000"):
+        conversation_post_message(conversation=conversation, content="x" * 4001)

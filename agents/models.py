@@ -98,3 +98,6 @@ class RunEvent(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.type} in run {self.run_id}"

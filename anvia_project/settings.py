@@ -100,13 +100,18 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 # redis-py caps a pool at 100 connections; every blocked approval waiter holds one.
 REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=2000)
 
-CHANNEL_LAYERS = {
-    "default": {
-        # The pub/sub layer: lower latency per message and faster fan-out to many reviewer sockets.
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "max_connections": REDIS_MAX_CONNECTIONS}]},
+# "redis" in production; "memory" for a single process with no Redis (Studio).
+ANVIA_CHANNEL_LAYER = env.str("ANVIA_CHANNEL_LAYER", default="redis")
+if ANVIA_CHANNEL_LAYER == "memory":
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            # The pub/sub layer: lower latency per message and faster fan-out to many reviewer sockets.
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "max_connections": REDIS_MAX_CONNECTIONS}]},
+        }
     }
-}
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None

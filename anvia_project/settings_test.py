@@ -3,7 +3,7 @@
 import os
 
 from anvia_project.settings import *  # noqa: F403
-from anvia_project.settings import BASE_DIR, DATABASES
+from anvia_project.settings import BASE_DIR, CELERY_BROKER_TRANSPORT_OPTIONS, CHANNEL_LAYERS, DATABASES
 
 # PBKDF2 costs ~0.3 s a hash; the race tests create dozens of reviewers.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -15,3 +15,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / f"test-{_run}.sqlite3")}
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_anvia_{_run}"}
+
+# Suites sharing one Redis must not take each other's tasks or answer each other's worker pings:
+# every broker key (queues, unacked, pidbox) of this run carries its own prefix.
+CELERY_BROKER_TRANSPORT_OPTIONS = {**CELERY_BROKER_TRANSPORT_OPTIONS, "global_keyprefix": f"anvia-test-{_run}:"}
+
+# Redis pub/sub ignores the database number: without a prefix of its own, a run would hear another
+# run's reviewer broadcasts. Subprocesses (live server, workers) share the prefix via ANVIA_TEST_RUN.
+if CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis."):
+    CHANNEL_LAYERS = {
+        "default": {
+            **CHANNEL_LAYERS["default"],
+            "CONFIG": {**CHANNEL_LAYERS["default"]["CONFIG"], "prefix": f"anvia-test-{_run}"},
+        }
+    }

@@ -1,0 +1,47 @@
+"""The reviewer websocket (``/ws/approvals/``): live queue updates for staff who may decide."""
+
+from __future__ import annotations
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from approvals.notifications import REVIEWERS_GROUP
+from approvals.services import reviewer_can_decide
+
+# Private-use close code (4000-4999) mirroring HTTP 403, so a client can tell "not allowed" apart.
+CLOSE_FORBIDDEN = 4403
+
+
+class ReviewerConsumer(AsyncJsonWebsocketConsumer):
+    """Forwards ``approval.created`` / ``approval.decided`` / ``approval.expired`` to one reviewer.
+
+    The socket is one-way: reviewers decide through the pages, never through this socket.
+    """
+
+    async def connect(self) -> None:
+        # The lazy scope user and has_perm() both query the database.
+        if not await database_sync_to_async(reviewer_can_decide)(self.scope.get("user")):
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        await self.channel_layer.group_add(REVIEWERS_GROUP, self.channel_name)
+        self.joined = True
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "joined", False):
+            await self.channel_layer.group_discard(REVIEWERS_GROUP, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs) -> None:
+        """Ignore anything a client sends."""
+
+    async def approval_created(self, event: dict) -> None:
+        await self._forward(event)
+
+    async def approval_decided(self, event: dict) -> None:
+        await self._forward(event)
+
+    async def approval_expired(self, event: dict) -> None:
+        await self._forward(event)
+
+    async def _forward(self, event: dict) -> None:
+        await self.send_json({"type": event["type"], "approval": event["approval"]})

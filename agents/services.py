@@ -22,6 +22,7 @@ from anvia import AgentRunError, Event, ModelError, RunState, ToolExecutionError
 from anvia import Message as ModelMessage
 from approvals.hooks import approval_hook
 from approvals.models import Approval
+from approvals.services import approval_record_call_outcome
 
 logger = logging.getLogger("anvia.runs")
 
@@ -113,7 +114,14 @@ class RunRecorder:
         }.get(event.type)
         if status:
             self._held().update(status=status)
+            logger.info("run status run=%s status=%s call=%s", self.run.pk, status, event.data.get("call_id"))
         RunEvent.objects.create(run_id=self.run.pk, type=event.type, data=event.data)
+        if event.type == "tool_result" and event.data.get("requires_approval"):
+            approval_record_call_outcome(
+                run_id=str(self.run.pk),
+                call_id=event.data["call_id"],
+                outcome={key: event.data.get(key) for key in ("outcome", "result", "message")},
+            )
         self.publish({"type": "run.event", "run_id": str(self.run.pk), "event": event.type, "data": event.data})
 
     def publish(self, message: dict) -> None:
@@ -144,7 +152,7 @@ def run_execute(*, run_id, owner: str | None = None) -> AgentRun | None:
     if run is None:
         logger.info("run skipped run=%s: finished or held by a live worker", run_id)
         return None
-    logger.info("run started run=%s attempt=%s", run.pk, run.attempts)
+    logger.info("run claimed run=%s owner=%s attempt=%s resumed=%s", run.pk, owner, run.attempts, bool(run.state))
     agent = get_agent(run.agent_name)
     recorder = RunRecorder(run, owner)
     with _blocking_budget() as block_seconds:
@@ -226,12 +234,12 @@ def run_suspend(*, run: AgentRun, recorder: RunRecorder) -> AgentRun:
     )
     recorder.publish({"type": "run.suspended", "run_id": str(run.pk)})
     logger.info("run suspended run=%s", run.pk)
-    if (
-        Approval.objects.filter(run_id=str(run.pk))
-        .exclude(status=Approval.Status.PENDING)
-        .filter(executed_at__isnull=True)
-        .exists()
-    ):
+    state = AgentRun.objects.values_list("state", flat=True).get(pk=run.pk)
+    waiting_on = [call.id for call in RunState.model_validate(state).pending_calls()] if state else []
+    decided = Approval.objects.filter(run_id=str(run.pk), call_id__in=waiting_on).exclude(
+        status=Approval.Status.PENDING
+    )
+    if decided.exists():
         run_enqueue(run_id=run.pk)
     return AgentRun.objects.get(pk=run.pk)
 
@@ -245,6 +253,7 @@ def run_resume_after_decision(*, approval: Approval) -> bool:
     now = timezone.now()
     resumable = Q(status=AgentRun.Status.SUSPENDED) | Q(status__in=AgentRun.ACTIVE, lease_expires_at__lt=now)
     if not AgentRun.objects.filter(resumable, pk=run_id).exists():
+        logger.info("run resume not queued run=%s approval=%s: finished or held by a live worker", run_id, approval.pk)
         return False
     run_enqueue(run_id=run_id)
     logger.info("run resume queued run=%s approval=%s", run_id, approval.pk)

@@ -220,7 +220,9 @@ def approval_decide(
         )
         decided = Approval.objects.select_related("decided_by", "requested_by").get(pk=approval_id)
         transaction.on_commit(lambda: _announce_decision(decided, "approval.decided"))
-    logger.info("approval decided id=%s status=%s by=%s", approval_id, status, reviewer.get_username())
+    logger.info(
+        "approval decided id=%s run=%s status=%s by=%s", approval_id, decided.run_id, status, reviewer.get_username()
+    )
     return decided
 
 
@@ -259,7 +261,7 @@ def approval_expire(*, approval_id: int) -> bool:
         ApprovalEvent.objects.create(approval_id=approval_id, kind=ApprovalEvent.Kind.EXPIRED)
         approval = Approval.objects.select_related("decided_by", "requested_by").get(pk=approval_id)
         transaction.on_commit(lambda: _announce_decision(approval, "approval.expired"))
-    logger.info("approval expired id=%s", approval_id)
+    logger.info("approval expired id=%s run=%s", approval_id, approval.run_id)
     return True
 
 
@@ -272,9 +274,19 @@ def approvals_expire_overdue(*, limit: int = 1000) -> int:
 
 
 def approval_record_outcome(*, approval_id: int, outcome: dict[str, Any]) -> None:
-    """Log what happened once the run acted on the decision (the tool ran, or was skipped)."""
-    Approval.objects.filter(pk=approval_id).update(outcome=outcome, executed_at=timezone.now())
-    ApprovalEvent.objects.create(approval_id=approval_id, kind=ApprovalEvent.Kind.EXECUTED, data=outcome)
+    """Log what the run did with the decision (the tool ran, or was skipped)."""
+    with transaction.atomic():
+        Approval.objects.filter(pk=approval_id).update(outcome=outcome, executed_at=timezone.now())
+        ApprovalEvent.objects.create(approval_id=approval_id, kind=ApprovalEvent.Kind.EXECUTED, data=outcome)
+
+
+def approval_record_call_outcome(*, run_id: str, call_id: str, outcome: dict[str, Any]) -> bool:
+    """``approval_record_outcome`` for the approval of a run's call; ``False`` if it had none."""
+    approval_id = Approval.objects.filter(run_id=run_id, call_id=call_id).values_list("pk", flat=True).first()
+    if approval_id is None:
+        return False
+    approval_record_outcome(approval_id=approval_id, outcome=outcome)
+    return True
 
 
 def _announce_decision(approval: Approval, kind: str) -> None:

@@ -366,6 +366,7 @@ class PromptRequest:
                 "result": record.result,
                 "message": message,
                 "content": content,
+                "requires_approval": record.requires_approval,
             },
         )
 

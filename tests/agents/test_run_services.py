@@ -154,3 +154,27 @@ def test_empty_and_huge_messages_are_refused(alice):
         conversation_post_message(conversation=conversation, content="   ")
     with pytest.raises(ValueError, match="longer than 4000"):
         conversation_post_message(conversation=conversation, content="x" * 4001)
+
+
+def test_a_run_suspended_on_its_second_protected_call_is_not_requeued_by_the_first(alice, no_enqueue, settings):
+    """Only a decided approval of a call the run still waits on may queue it again."""
+    from agents.support import support_agent
+    from anvia.testing import ScriptedModel, call
+
+    settings.ANVIA_APPROVAL_BLOCK_SECONDS = 0.2
+    scripted = ScriptedModel(
+        [call("refund_order", order_id="A-1001", amount=150), call("cancel_order", order_id="A-1003"), "Done."]
+    )
+    original, support_agent.model = support_agent.model, scripted
+    try:
+        run = ask(alice, "refund then cancel")
+        assert run_execute(run_id=run.pk).status == "suspended"
+        approval_decide(approval_id=Approval.objects.get().pk, reviewer=ReviewerFactory(), approved=True)
+        assert run_execute(run_id=run.pk).status == "suspended"  # now waiting on the cancellation
+        refund_approval = Approval.objects.get(tool_name="refund_order")
+        assert refund_approval.executed_at is not None
+        assert refund_approval.outcome["outcome"] == "ran"
+        assert refund_approval.events.filter(kind="executed").count() == 1
+        assert no_enqueue == [str(run.pk), str(run.pk)]  # posted, resumed once; not again on suspend
+    finally:
+        support_agent.model = original

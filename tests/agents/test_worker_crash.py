@@ -1,0 +1,166 @@
+"""A worker process killed (SIGKILL) while a run waits for an approval: nothing is lost or done twice.
+
+The task is acknowledged late, but Redis would redeliver it only after ``visibility_timeout``
+(an hour): these tests never count on that. Recovery is the run's lease running out, then
+either the decision (which queues the resume once the lease is gone) or a worker starting up
+(``worker_ready`` queues every orphaned run). The resumed run continues from its saved state.
+
+The killed worker blocks at most ``ANVIA_APPROVAL_BLOCK_SECONDS`` and its lease is that plus
+``ANVIA_RUN_LEASE_GRACE_SECONDS``, so it runs with a short budget (4 s + 1 s) to keep the wait for
+the lease short; the replacement worker gets the production-like 30 s budget.
+
+Starting a worker process costs seconds, so one test covers both ways back: two runs block in
+the doomed worker; one is approved while no worker is alive, the other is taken over by the next
+worker to start and approved while it blocks there.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from agents.models import AgentRun, Message
+from agents.services import conversation_create, conversation_post_message
+from approvals.models import Approval
+from approvals.services import approval_decide
+from shop.models import Order, Refund
+from tests.agents.worker_process import purge_queues, wait_until, worker_processes
+from tests.factories import ReviewerFactory, UserFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
+
+DOOMED_WORKER_ENV = {"ANVIA_APPROVAL_BLOCK_SECONDS": "4", "ANVIA_RUN_LEASE_GRACE_SECONDS": "1"}
+WORKER_ENV = {"ANVIA_APPROVAL_BLOCK_SECONDS": "30", "ANVIA_RUN_LEASE_GRACE_SECONDS": "1"}
+# What an uninterrupted "$150 refund" run does: one model step asks for the refund, one answers.
+MODEL_STEPS = 2
+
+
+@pytest.fixture
+def workers(transactional_db, redis_url, tmp_path):
+    purge_queues()
+    with worker_processes(tmp_path) as make:
+        yield make
+
+
+@pytest.fixture
+def alice():
+    customer = UserFactory(username="alice")
+    Order.objects.create(
+        number="A-1001", customer=customer, description="Espresso machine", total="249.00", status="delivered"
+    )
+    Order.objects.create(number="A-1004", customer=customer, description="Kettle", total="300.00", status="delivered")
+    return customer
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """Every run this process queues (the message still goes to the broker)."""
+    import agents.services
+
+    queued = []
+    real = agents.services.run_enqueue
+
+    def spy(*, run_id):
+        queued.append(str(run_id))
+        real(run_id=run_id)
+
+    monkeypatch.setattr(agents.services, "run_enqueue", spy)
+    return queued
+
+
+def describe(run):
+    def text() -> str:
+        current = AgentRun.objects.filter(pk=run.pk).values("status", "attempts", "lease_owner", "error").first()
+        return f"run {current}, approvals {list(Approval.objects.values_list('pk', 'status'))}"
+
+    return text
+
+
+def wait_for(run, predicate, what: str, timeout: float) -> AgentRun:
+    def reached():
+        current = AgentRun.objects.get(pk=run.pk)
+        return current if predicate(current) else None
+
+    return wait_until(reached, timeout=timeout, message=f"run {run.pk}: {what}", describe=describe(run))
+
+
+def ask_refund(alice, order: str) -> AgentRun:
+    conversation = conversation_create(user=alice)
+    return conversation_post_message(conversation=conversation, content=f"refund order {order}, $150")
+
+
+def wait_until_blocked(worker, run) -> tuple[AgentRun, Approval]:
+    """Wait until ``worker`` is blocked on the run's approval."""
+    approval = wait_until(
+        lambda: Approval.objects.filter(run_id=str(run.pk)).first(),
+        timeout=20,
+        message=f"run {run.pk} never asked for an approval",
+        describe=describe(run),
+    )
+    blocked = wait_for(run, lambda r: r.status == "waiting_for_approval", "never blocked on its approval", 10)
+    assert blocked.lease_owner.startswith(worker.nodename), blocked.lease_owner
+    assert blocked.attempts == 1
+    return blocked, approval
+
+
+def assert_finished_once(run, order: str) -> None:
+    finished = AgentRun.objects.get(pk=run.pk)
+    assert finished.status == "succeeded", finished.error
+    assert (finished.lease_owner, finished.lease_expires_at) == ("", None)
+    refunds = Refund.objects.filter(order__number=order)
+    assert refunds.count() == 1, f"the refund of {order} ran exactly once"
+    refund = refunds.get()
+    assert refund.amount == Decimal("150.00")
+    assert refund.idempotency_key.startswith(f"{run.pk}:")
+    approvals = Approval.objects.filter(run_id=str(run.pk))
+    assert approvals.count() == 1, "the resumed run reused its approval; no second request"
+    assert approvals.get().status == "approved"
+    answers = Message.objects.filter(run=run, role=Message.Role.ASSISTANT)
+    assert [m.content for m in answers] == [f"Done: I refunded $150.00 for order {order} (refund RF-{refund.pk})."]
+    # No model step that already happened was repeated.
+    assert finished.state["usage"]["model_calls"] == MODEL_STEPS
+    assert finished.events.filter(type="step").count() == MODEL_STEPS
+
+
+def test_runs_blocked_in_a_killed_worker_resume_from_their_saved_state(workers, alice, enqueued):
+    doomed = workers("doomed", env=DOOMED_WORKER_ENV).wait_ready()
+    # Both at once, so both are still blocked (not yet suspended) when the worker dies.
+    first, second = ask_refund(alice, "A-1001"), ask_refund(alice, "A-1004")
+    first, first_approval = wait_until_blocked(doomed, first)
+    second, second_approval = wait_until_blocked(doomed, second)
+
+    doomed.kill()
+    assert not doomed.alive
+    for run in (first, second):
+        wait_for(run, lambda r: r.lease_expires_at < timezone.now(), "the dead worker's lease never ran out", 10)
+        still = AgentRun.objects.get(pk=run.pk)
+        assert (still.status, still.attempts) == ("waiting_for_approval", 1), "nobody touched the orphaned run"
+    assert not Refund.objects.exists()
+
+    # 1. No worker is alive and the lease ran out: the decision itself queues the resume.
+    enqueued.clear()
+    approval_decide(approval_id=first_approval.pk, reviewer=ReviewerFactory(), approved=True)
+    assert enqueued == [str(first.pk)]
+
+    # 2. worker_ready queues the orphaned runs: the new worker takes the second one and blocks on
+    # the same approval (and finishes the first, whose resume was waiting in the queue).
+    replacement = workers("replacement", env=WORKER_ENV).wait_ready()
+    retaken = wait_for(
+        second,
+        lambda r: r.status == "waiting_for_approval" and r.lease_owner.startswith(replacement.nodename),
+        "was not taken over by the new worker",
+        20,
+    )
+    assert retaken.attempts == 2
+    wait_for(first, lambda r: r.status in AgentRun.FINISHED, "never finished after its decision", 20)
+    assert_finished_once(first, "A-1001")
+
+    enqueued.clear()
+    approval_decide(approval_id=second_approval.pk, reviewer=ReviewerFactory(), approved=True)
+    assert enqueued == [], "a live worker holds the run: the decision wakes it, no resume is queued"
+    finished = wait_for(second, lambda r: r.status in AgentRun.FINISHED, "never finished after its decision", 15)
+    assert finished.attempts == 2
+    assert_finished_once(second, "A-1004")
+    assert Refund.objects.count() == 2

@@ -115,14 +115,18 @@ class RunRecorder:
         if status:
             self._held().update(status=status)
             logger.info("run status run=%s status=%s call=%s", self.run.pk, status, event.data.get("call_id"))
-        RunEvent.objects.create(run_id=self.run.pk, type=event.type, data=event.data)
+        data = event.data
+        if event.type == "error":
+            # The technical message (hosts, stack details) stays in AgentRun.error, for staff only.
+            data = {"kind": data.get("kind")}
+        RunEvent.objects.create(run_id=self.run.pk, type=event.type, data=data)
         if event.type == "tool_result" and event.data.get("requires_approval"):
             approval_record_call_outcome(
                 run_id=str(self.run.pk),
                 call_id=event.data["call_id"],
                 outcome={key: event.data.get(key) for key in ("outcome", "result", "message")},
             )
-        self.publish({"type": "run.event", "run_id": str(self.run.pk), "event": event.type, "data": event.data})
+        self.publish({"type": "run.event", "run_id": str(self.run.pk), "event": event.type, "data": data})
 
     def publish(self, message: dict) -> None:
         layer = get_channel_layer()

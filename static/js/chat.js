@@ -1,0 +1,373 @@
+// The chat page, made live: messages go through the API, the run is followed over the
+// conversation's websocket (/ws/conversations/<id>/), and nothing needs a reload.
+//
+// Everything shown here (the customer's words, the model's answers, tool arguments, reviewers'
+// reasons) is untrusted text: the DOM is built with createElement and textContent only, never
+// innerHTML. The plain-words lines come from the server, so live and reloaded pages read alike.
+(function () {
+  "use strict";
+
+  const log = document.getElementById("chat-log");
+  const form = document.getElementById("chat-form");
+  if (!log || !form) return;
+  const turnsList = document.getElementById("turns");
+  const empty = document.getElementById("chat-empty");
+  const input = form.querySelector("textarea");
+  const sendButton = form.querySelector('button[type="submit"]');
+  const formError = document.getElementById("chat-error");
+  const liveStatus = document.getElementById("live-status");
+  const title = document.getElementById("chat-title");
+  const statusTexts = JSON.parse(document.getElementById("chat-status-texts").textContent);
+
+  const postUrl = log.dataset.postUrl;
+  const conversationUrl = log.dataset.conversationUrl;
+  const runUrlTemplate = log.dataset.runUrl;
+  const socketUrl =
+    (window.location.protocol === "https:" ? "wss://" : "ws://") + window.location.host + log.dataset.socketPath;
+
+  const FINISHED = new Set(["succeeded", "failed"]);
+  const BACKOFF_MIN_MS = 1000;
+  const BACKOFF_MAX_MS = 30000;
+  const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+  const KIND = /^[a-z_]+$/;
+  const EARLY_RUNS_KEPT = 20;
+  const TITLE_CHARS = 80;
+
+  let socket = null;
+  let attempt = 0;
+  // Messages for runs this page has no turn for yet: the worker can be faster than the answer
+  // to our own POST, which is what tells us the run's id.
+  const early = new Map();
+  // Per run, one list per catch-up fetch in flight: what the socket said meanwhile, replayed on
+  // top of the fetch's result.
+  const heardDuringCatchUp = new Map();
+
+  function element(tag, text, className) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (className) node.className = className;
+    return node;
+  }
+
+  function runId(value) {
+    const id = String(value || "");
+    return UUID.test(id) ? id.toLowerCase() : null;
+  }
+
+  function turnFor(id) {
+    for (const turn of turnsList.children) {
+      if (turn.dataset.runId === id) return turn;
+    }
+    return null;
+  }
+
+  function nearBottom() {
+    return window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 160;
+  }
+
+  function keepInView(wasNearBottom) {
+    if (wasNearBottom) window.scrollTo({ top: document.documentElement.scrollHeight });
+  }
+
+  function setStatus(state, text) {
+    liveStatus.dataset.state = state;
+    liveStatus.textContent = text;
+  }
+
+  function showFormError(text) {
+    formError.textContent = text || "";
+    formError.hidden = !text;
+    if (text) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+  }
+
+  // ---- One turn: the customer's message, the run's timeline, its status line, the answer ----
+
+  function bubble(kind, who, text) {
+    const node = element("div", null, "bubble " + kind);
+    node.append(element("p", who, "who"), element("p", text, "text"));
+    return node;
+  }
+
+  function buildTurn(id, question) {
+    const turn = element("li", null, "turn");
+    turn.dataset.runId = id;
+    turn.dataset.status = "queued";
+    turn.append(bubble("customer", "You", question));
+    const timeline = element("ol", null, "timeline");
+    timeline.setAttribute("aria-label", "What the agent did");
+    turn.append(timeline);
+    turn.append(element("p", statusTexts.queued, "run-status"));
+    return turn;
+  }
+
+  function isFinished(turn) {
+    return FINISHED.has(turn.dataset.status);
+  }
+
+  function setRunStatus(turn, status) {
+    turn.dataset.status = status;
+    const line = turn.querySelector(".run-status");
+    const text = FINISHED.has(status) ? "" : statusTexts[status] || "";
+    line.textContent = text;
+    line.hidden = !text;
+  }
+
+  function addStep(turn, item) {
+    if (!item || typeof item.text !== "string") return;
+    const kind = KIND.test(String(item.kind)) ? item.kind : "note";
+    turn.querySelector(".timeline").append(element("li", item.text, "step " + kind));
+  }
+
+  function finish(turn, status, text) {
+    const finalStatus = status === "failed" ? "failed" : "succeeded";
+    setRunStatus(turn, finalStatus);
+    const previous = turn.querySelector(".bubble.agent");
+    if (previous) previous.remove();
+    const answer = bubble("agent" + (finalStatus === "failed" ? " failed" : ""), "Agent", text || "");
+    turn.append(answer);
+  }
+
+  function apply(turn, message) {
+    const wasNearBottom = nearBottom();
+    if (message.type === "run.finished") {
+      finish(turn, message.status, message.text);
+    } else if (isFinished(turn)) {
+      return; // a late event of a run whose answer is already shown
+    } else if (message.type === "run.event") {
+      addStep(turn, message.item);
+      if (message.event === "approval_requested") setRunStatus(turn, "waiting_for_approval");
+      else if (message.event === "approval_decided") setRunStatus(turn, "running");
+    } else if (message.type === "run.suspended") {
+      setRunStatus(turn, "suspended");
+    }
+    keepInView(wasNearBottom);
+  }
+
+  function handle(message) {
+    if (!message || typeof message !== "object") return;
+    const id = runId(message.run_id);
+    if (id === null) return;
+    for (const heard of heardDuringCatchUp.get(id) || []) heard.push(message);
+    const turn = turnFor(id);
+    if (turn === null) {
+      // Runs started from another tab never get a turn here; keep the buffer small.
+      if (!early.has(id) && early.size >= EARLY_RUNS_KEPT) early.delete(early.keys().next().value);
+      if (!early.has(id)) early.set(id, []);
+      early.get(id).push(message);
+      return;
+    }
+    apply(turn, message);
+  }
+
+  // ---- Catching up: what happened while the socket was not listening ----
+
+  // Key order is not kept by the database (PostgreSQL's jsonb), so compare canonically.
+  function canonical(value) {
+    if (Array.isArray(value)) return "[" + value.map(canonical).join(",") + "]";
+    if (value && typeof value === "object") {
+      return "{" + Object.keys(value).sort().map((key) => JSON.stringify(key) + ":" + canonical(value[key])).join(",") + "}";
+    }
+    return JSON.stringify(value === undefined ? null : value);
+  }
+
+  function signature(type, data) {
+    return type + "\u0000" + canonical(data === undefined ? {} : data);
+  }
+
+  async function catchUp(turn) {
+    const id = turn.dataset.runId;
+    const heard = [];
+    if (!heardDuringCatchUp.has(id)) heardDuringCatchUp.set(id, new Set());
+    heardDuringCatchUp.get(id).add(heard);
+    let run = null;
+    try {
+      const response = await fetch(runUrlTemplate.replace("00000000-0000-0000-0000-000000000000", id), {
+        headers: { Accept: "application/json" },
+        credentials: "same-origin",
+      });
+      if (response.ok) run = await response.json();
+    } catch {
+      run = null;
+    }
+    heardDuringCatchUp.get(id).delete(heard);
+    if (heardDuringCatchUp.get(id).size === 0) heardDuringCatchUp.delete(id);
+    if (!run || !Array.isArray(run.events)) return;
+
+    const wasNearBottom = nearBottom();
+    const timeline = turn.querySelector(".timeline");
+    timeline.replaceChildren();
+    const recorded = new Set();
+    for (const event of run.events) {
+      recorded.add(signature(event.type, event.data));
+      if (event.text) addStep(turn, { kind: event.kind, text: event.text });
+    }
+    if (FINISHED.has(run.status)) finish(turn, run.status, run.answer);
+    else setRunStatus(turn, String(run.status));
+    // Whatever the socket said after the server read the run still counts.
+    for (const message of heard) {
+      if (message.type === "run.event" && recorded.has(signature(message.event, message.data))) continue;
+      apply(turn, message);
+    }
+    keepInView(wasNearBottom);
+  }
+
+  function catchUpAll() {
+    const unfinished = Array.from(turnsList.children).filter((turn) => turn.dataset.runId && !isFinished(turn));
+    return Promise.all(unfinished.map(catchUp));
+  }
+
+  // ---- Sending ----
+
+  function csrfToken() {
+    for (const part of document.cookie.split(";")) {
+      const [name, ...rest] = part.trim().split("=");
+      if (name === "csrftoken") return decodeURIComponent(rest.join("="));
+    }
+    const field = form.querySelector('input[name="csrfmiddlewaretoken"]');
+    return field ? field.value : "";
+  }
+
+  function firstError(body) {
+    if (!body || typeof body !== "object") return "";
+    if (Array.isArray(body.content) && body.content.length) return String(body.content[0]);
+    if (typeof body.detail === "string") return body.detail;
+    return "";
+  }
+
+  function failureText(status, body) {
+    if (status === 400) return firstError(body) || "The message could not be sent. Check it and try again.";
+    if (status === 401 || status === 403) return "Your session has ended. Reload the page and sign in again.";
+    if (status === 404) return "This conversation no longer exists.";
+    return "The message could not be sent (the server answered " + status + "). Try again in a moment.";
+  }
+
+  function addTurn(id, question) {
+    const turn = buildTurn(id, question);
+    turnsList.append(turn);
+    empty.hidden = true;
+    for (const message of early.get(id) || []) apply(turn, message);
+    early.delete(id);
+    keepInView(true);
+    // A socket that is down now would miss the run's start; the fetch fills that in.
+    if (!socket || socket.readyState !== WebSocket.OPEN) catchUp(turn);
+  }
+
+  // The server names an untitled conversation after its first message; so does the page.
+  function nameAfterFirstMessage(text) {
+    if (!title || !title.hasAttribute("data-untitled")) return;
+    title.removeAttribute("data-untitled");
+    title.textContent = Array.from(text).slice(0, TITLE_CHARS).join("");
+    document.title = title.textContent + " \u00b7 Anvia";
+  }
+
+  async function send(event) {
+    event.preventDefault();
+    if (sendButton.disabled) return;
+    const content = input.value;
+    sendButton.disabled = true;
+    showFormError("");
+    try {
+      let response;
+      try {
+        response = await fetch(postUrl, {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken() },
+          body: JSON.stringify({ content }),
+        });
+      } catch {
+        showFormError("The message could not be sent: the connection failed. Check your network and try again.");
+        return;
+      }
+      let body = null;
+      try {
+        body = await response.json();
+      } catch {
+        body = null;
+      }
+      const id = body ? runId(body.run_id) : null;
+      if (response.status !== 202 || id === null) {
+        showFormError(failureText(response.status, body));
+        return;
+      }
+      input.value = "";
+      addTurn(id, content.trim());
+      nameAfterFirstMessage(content.trim());
+    } finally {
+      sendButton.disabled = false;
+      input.focus();
+    }
+  }
+
+  // ---- The socket, with backoff ----
+
+  // A socket refused for a signed-out user or a missing conversation fails like a network error
+  // does; ask the API before retrying forever.
+  async function stillAllowed() {
+    try {
+      const response = await fetch(conversationUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      return !(response.status === 401 || response.status === 403 || response.status === 404);
+    } catch {
+      return true;
+    }
+  }
+
+  function scheduleReconnect() {
+    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt) * (0.75 + Math.random() * 0.5);
+    attempt += 1;
+    setStatus("offline", "Live updates interrupted. Reconnecting in " + Math.ceil(delay / 1000) + "\u00a0s\u2026");
+    window.setTimeout(async () => {
+      if (await stillAllowed()) {
+        connect();
+      } else {
+        setStatus("stopped", "Live updates stopped: you are signed out or this conversation is gone. Reload the page.");
+      }
+    }, delay);
+  }
+
+  function connect() {
+    setStatus("connecting", attempt === 0 ? "Connecting to live updates\u2026" : "Reconnecting\u2026");
+    let ws;
+    try {
+      ws = new WebSocket(socketUrl);
+    } catch {
+      scheduleReconnect();
+      return;
+    }
+    socket = ws;
+    ws.addEventListener("open", async () => {
+      attempt = 0;
+      await catchUpAll();
+      // "Live" means up to date: set only once the catch-up is in.
+      if (socket === ws) setStatus("live", "Live");
+    });
+    ws.addEventListener("message", (event) => {
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      handle(message);
+    });
+    ws.addEventListener("close", () => {
+      if (socket !== ws) return;
+      socket = null;
+      scheduleReconnect();
+    });
+  }
+
+  form.addEventListener("submit", send);
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  input.addEventListener("input", () => {
+    if (!formError.hidden) showFormError("");
+  });
+  window.scrollTo({ top: document.documentElement.scrollHeight });
+  connect();
+})();

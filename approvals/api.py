@@ -4,9 +4,9 @@ A 400 names each field, as DRF does: ``{"approved": ["Must be true or false."]}`
 that fail the tool's input schema are named under ``args``, nested ones dotted:
 ``{"args": {"amount": ["-5 is less than or equal to the minimum of 0"]}}``; a complaint about the
 args as a whole is a list: ``{"args": ["Edited arguments are only accepted when approving."]}``.
-Every other error body has
-``detail``, a sentence for people; errors from the approval runtime add ``code`` for programs,
-and ``already_decided`` adds the ``status``, ``decided_by`` and ``decided_at`` that won.
+Every other error body has ``detail``, a sentence for people; errors from the approval runtime
+add ``code`` for programs, and ``already_decided`` adds the ``status``, ``decided_by`` and
+``decided_at`` that won.
 """
 
 from __future__ import annotations

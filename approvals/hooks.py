@@ -25,8 +25,8 @@ def approval_hook(
 
     Approved: the tool runs, with the reviewer's edited args if any. Rejected or expired: the
     model gets the tool's ``reject_message`` and the reviewer's reason. Still pending after
-    ``block_seconds`` (default ``ANVIA_APPROVAL_BLOCK_SECONDS``; ``None`` waits until expiry):
-    the run suspends, to be resumed when the decision lands.
+    ``block_seconds`` (``None``: ``ANVIA_APPROVAL_BLOCK_SECONDS``): the run suspends, to be
+    resumed when the decision lands.
     """
     budget = settings.ANVIA_APPROVAL_BLOCK_SECONDS if block_seconds is None else block_seconds
 

@@ -1,0 +1,616 @@
+// Anvia Studio: chats, run timelines and the approvals panel, kept live by server-sent events.
+//
+// Every message, argument, reason and result comes from a model or a person, so it is untrusted
+// text: the DOM is built with createElement and textContent only, never innerHTML. The server's
+// events only say what changed; the page then reads it again, so a missed event costs nothing.
+(function () {
+  "use strict";
+
+  const boot = JSON.parse(document.getElementById("studio-boot").textContent);
+  const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
+
+  const liveStatus = document.getElementById("live-status");
+  const agentButtons = [...document.querySelectorAll("button.agent")];
+  const actAs = document.getElementById("act-as");
+  const chatList = document.getElementById("chats");
+  const chatsEmpty = document.getElementById("chats-empty");
+  const chatTitle = document.getElementById("chat-title");
+  const chatMeta = document.getElementById("chat-meta");
+  const timeline = document.getElementById("timeline");
+  const intro = document.getElementById("chat-intro");
+  const composer = document.getElementById("composer");
+  const messageBox = document.getElementById("message");
+  const sendButton = document.getElementById("send");
+  const composerError = document.getElementById("composer-error");
+  const composerHint = document.getElementById("composer-hint");
+  const pendingList = document.getElementById("pending");
+  const pendingEmpty = document.getElementById("pending-empty");
+  const approvalCount = document.getElementById("approval-count");
+  const recentList = document.getElementById("recent");
+  const recentEmpty = document.getElementById("recent-empty");
+
+  const OPEN = new Set(["running", "waiting_for_approval", "suspended", "queued"]);
+  const STATUS_TEXT = {
+    queued: "queued",
+    running: "working",
+    waiting_for_approval: "waiting for approval",
+    suspended: "suspended",
+    succeeded: "done",
+    failed: "failed",
+  };
+  // Short words for the narrow chat list.
+  const STATUS_SHORT = Object.assign({}, STATUS_TEXT, { waiting_for_approval: "waiting" });
+  const agents = new Map(boot.agents.map((agent) => [agent.name, agent]));
+
+  const state = {
+    agent: null, // the agent a new chat will talk to
+    chatId: null, // the open chat; null while composing a new one
+    chat: null,
+    chats: [],
+    sending: false,
+  };
+  // Each read is numbered, so a slow answer never overwrites a newer one.
+  const latest = { chats: 0, chat: 0, approvals: 0 };
+
+  // ---------------------------------------------------------------- small helpers
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function append(parent, ...children) {
+    for (const child of children) if (child) parent.appendChild(child);
+    return parent;
+  }
+
+  function pretty(value) {
+    if (typeof value === "string") return value;
+    try {
+      return JSON.stringify(value, null, 2);
+    } catch (error) {
+      return String(value);
+    }
+  }
+
+  function clock(iso) {
+    const when = iso ? new Date(iso) : null;
+    if (!when || Number.isNaN(when.getTime())) return "";
+    return when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  }
+
+  function badge(status, words) {
+    return el("span", "badge status-" + status, (words || STATUS_TEXT)[status] || status);
+  }
+
+  async function api(path, options) {
+    const init = Object.assign({ headers: {}, credentials: "same-origin" }, options || {});
+    if (init.body !== undefined) {
+      init.method = init.method || "POST";
+      init.headers["Content-Type"] = "application/json";
+      init.headers["X-CSRFToken"] = csrfToken;
+      init.body = JSON.stringify(init.body);
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (error) {
+      throw new Error("Studio is not answering. Is it still running?");
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (error) {
+      data = null;
+    }
+    if (!response.ok) {
+      const message = data && data.error ? data.error : "Studio refused that (HTTP " + response.status + "). Reload the page.";
+      throw new Error(message);
+    }
+    return data;
+  }
+
+  // ---------------------------------------------------------------- agents and chats
+
+  function selectedUser() {
+    const option = actAs.selectedOptions[0];
+    if (!option || !option.value) return null;
+    return { id: Number(option.value), name: option.textContent.replace(/ \(staff\)$/, "") };
+  }
+
+  function pickAgent(name) {
+    state.agent = name;
+    state.chatId = null;
+    state.chat = null;
+    history.replaceState(null, "", "#new-" + encodeURIComponent(name));
+    render();
+    messageBox.focus();
+  }
+
+  async function openChat(id) {
+    state.chatId = id;
+    state.agent = null;
+    history.replaceState(null, "", "#chat-" + id);
+    render();
+    await refreshChat();
+  }
+
+  async function refreshChats() {
+    const ticket = ++latest.chats;
+    const data = await api("/api/chats");
+    if (ticket !== latest.chats) return;
+    state.chats = data.chats;
+    renderChatList();
+  }
+
+  async function refreshChat() {
+    if (state.chatId === null) return;
+    const ticket = ++latest.chat;
+    const id = state.chatId;
+    let data;
+    try {
+      data = await api("/api/chats/" + id);
+    } catch (error) {
+      if (ticket === latest.chat) showComposerError(error.message);
+      return;
+    }
+    if (ticket !== latest.chat || state.chatId !== id) return;
+    state.chat = data.chat;
+    render();
+  }
+
+  function renderChatList() {
+    chatList.replaceChildren();
+    for (const chat of state.chats) {
+      const item = el("li");
+      const button = el("button", "chat-link");
+      button.type = "button";
+      button.dataset.chatId = chat.id;
+      if (chat.id === state.chatId) button.setAttribute("aria-current", "true");
+      const top = append(el("span", "chat-link-top"), el("span", "chat-link-title", chat.title || "Chat #" + chat.id));
+      if (chat.pending_approvals) {
+        top.appendChild(el("span", "count small", chat.pending_approvals));
+      }
+      append(
+        button,
+        top,
+        append(
+          el("span", "chat-link-meta"),
+          el("span", "chat-link-who", chat.agent + " · as " + chat.user),
+          badge(chat.status, STATUS_SHORT),
+        ),
+      );
+      button.addEventListener("click", () => openChat(chat.id));
+      chatList.appendChild(append(item, button));
+    }
+    chatsEmpty.hidden = state.chats.length > 0;
+  }
+
+  // ---------------------------------------------------------------- the open chat
+
+  function render() {
+    for (const button of agentButtons) {
+      const chosen = state.chatId === null && button.dataset.agent === state.agent;
+      button.setAttribute("aria-pressed", chosen ? "true" : "false");
+    }
+    for (const button of chatList.querySelectorAll("button.chat-link")) {
+      if (Number(button.dataset.chatId) === state.chatId) button.setAttribute("aria-current", "true");
+      else button.removeAttribute("aria-current");
+    }
+    const chat = state.chat;
+    if (state.chatId !== null && chat) {
+      chatTitle.textContent = chat.title || "Chat #" + chat.id;
+      const agent = agents.get(chat.agent);
+      chatMeta.replaceChildren(
+        el("span", null, chat.agent + (agent ? " · " + agent.model : "") + " · acting as " + chat.user + " · "),
+        badge(chat.status),
+      );
+      renderTimeline(chat);
+    } else if (state.chatId !== null) {
+      chatTitle.textContent = "Loading…";
+      chatMeta.replaceChildren();
+    } else if (state.agent) {
+      const user = selectedUser();
+      const agent = agents.get(state.agent);
+      chatTitle.textContent = "New chat with " + state.agent;
+      chatMeta.textContent = (agent ? agent.model + " · " : "") + "acting as " + (user ? user.name : "nobody");
+      timeline.replaceChildren();
+    } else {
+      chatTitle.textContent = "Pick an agent to start a chat";
+      chatMeta.textContent = "";
+      timeline.replaceChildren();
+    }
+    intro.hidden = state.chatId !== null;
+    updateComposer();
+  }
+
+  function updateComposer() {
+    const chat = state.chat;
+    let cannotType = "";
+    if (state.chatId === null && !state.agent) cannotType = "Pick an agent first";
+    else if (state.chatId === null && !selectedUser()) cannotType = "Choose who to act as first";
+    else if (state.chatId !== null && !chat) cannotType = "Loading…";
+    else if (chat && !chat.agent_loaded) cannotType = "This Studio was not started with the agent " + chat.agent;
+    let cannotSend = cannotType;
+    if (!cannotSend && chat && OPEN.has(chat.status)) {
+      cannotSend =
+        chat.status === "waiting_for_approval"
+          ? "The agent is waiting for your decision in the Approvals panel."
+          : "The agent is still working on your last message.";
+    }
+    messageBox.disabled = Boolean(cannotType);
+    messageBox.placeholder =
+      cannotType || "Message " + (chat ? chat.agent : state.agent) + " (Enter sends, Shift+Enter adds a line)";
+    sendButton.disabled = Boolean(cannotSend) || state.sending;
+    composerHint.textContent = cannotSend && !cannotType ? cannotSend : "";
+  }
+
+  function renderTimeline(chat) {
+    const nearBottom = timeline.scrollHeight - timeline.scrollTop - timeline.clientHeight < 80;
+    timeline.replaceChildren(...chat.runs.map((run) => renderRun(run, chat)));
+    if (nearBottom || state.scrollToEnd) {
+      timeline.scrollTop = timeline.scrollHeight;
+      state.scrollToEnd = false;
+    }
+  }
+
+  function renderRun(run, chat) {
+    const item = el("li", "turn");
+    item.dataset.runId = run.id;
+    item.dataset.status = run.status;
+    const asked = el("div", "bubble from-user");
+    append(asked, el("span", "who", chat.user), el("p", "text", run.message));
+    item.appendChild(asked);
+    const events = el("ol", "events");
+    for (const event of run.events) {
+      const node = renderEvent(event, chat);
+      if (node) events.appendChild(node);
+    }
+    item.appendChild(events);
+    if (OPEN.has(run.status)) item.appendChild(runProgress(run));
+    return item;
+  }
+
+  function runProgress(run) {
+    const note = el("p", "progress");
+    if (run.status === "waiting_for_approval") {
+      const pending = run.events
+        .filter((event) => event.type === "approval_requested" && event.approval && event.approval.status === "pending")
+        .map((event) => "#" + event.approval.id);
+      note.classList.add("waiting");
+      note.textContent =
+        "Waiting for approval " + pending.join(", ") + ": approve or reject it in the Approvals panel.";
+    } else if (run.status === "suspended") {
+      note.textContent = "Suspended: it resumes when a Studio with this agent starts.";
+    } else {
+      note.classList.add("working");
+      note.textContent = "Working…";
+    }
+    return note;
+  }
+
+  function eventItem(kind, title) {
+    const item = el("li", "event event-" + kind);
+    const head = el("div", "event-head");
+    if (title instanceof Node) head.appendChild(title);
+    else head.textContent = title;
+    item.appendChild(head);
+    return item;
+  }
+
+  function codeTitle(before, name, after) {
+    const span = el("span");
+    append(span, document.createTextNode(before), el("code", null, name), document.createTextNode(after || ""));
+    return span;
+  }
+
+  function decisionText(approval) {
+    if (!approval) return "";
+    const who = approval.decided_by ? " by " + approval.decided_by : "";
+    const why = approval.decision_reason ? ": “" + approval.decision_reason + "”" : "";
+    return approval.status + who + why;
+  }
+
+  function renderEvent(event, chat) {
+    const data = event.data || {};
+    switch (event.type) {
+      case "step": {
+        return eventItem("step", "Step " + data.step + " · asked " + (data.model || "the model"));
+      }
+      case "tool_call": {
+        const item = eventItem("tool-call", codeTitle("Tool call ", data.tool_name));
+        if (data.requires_approval) item.firstChild.appendChild(el("span", "tag warn", "needs approval"));
+        item.appendChild(el("pre", "args", pretty(data.args)));
+        return item;
+      }
+      case "approval_requested": {
+        const approval = event.approval;
+        const item = eventItem(
+          "approval",
+          codeTitle("Approval " + (approval ? "#" + approval.id + " " : "") + "requested for ", data.tool_name),
+        );
+        if (approval) {
+          item.dataset.approvalId = approval.id;
+          item.firstChild.appendChild(el("span", "badge status-" + approval.status, approval.status));
+        }
+        item.appendChild(el("p", "reason", data.reason));
+        return item;
+      }
+      case "approval_decided": {
+        const approval = event.approval;
+        const ok = data.approved === true;
+        const item = eventItem(ok ? "decided approved" : "decided rejected", ok ? "Approved" : "Not approved");
+        if (approval) item.firstChild.textContent = "#" + approval.id + " " + decisionText(approval);
+        return item;
+      }
+      case "tool_result": {
+        if (data.outcome === "ran") {
+          const item = eventItem("result", codeTitle("Result of ", data.tool_name));
+          item.appendChild(el("pre", "result", pretty(data.result)));
+          if (data.message) item.appendChild(el("p", "note", data.message));
+          return item;
+        }
+        const failed = data.outcome === "error" || data.outcome === "invalid";
+        const item = eventItem(
+          failed ? "result failed" : "result skipped",
+          codeTitle("", data.tool_name, failed ? " failed; the model received:" : " did not run; the model received:"),
+        );
+        item.appendChild(el("blockquote", "model-received", data.content || data.message || ""));
+        return item;
+      }
+      case "text": {
+        if (data.final) {
+          const bubble = el("li", "bubble from-agent");
+          append(bubble, el("span", "who", chat.agent), el("p", "text", data.text));
+          return bubble;
+        }
+        const item = eventItem("thought", "The model said");
+        item.appendChild(el("p", "text", data.text));
+        return item;
+      }
+      case "error": {
+        const item = eventItem("error", "Run failed · " + (data.kind || "error"));
+        item.appendChild(el("pre", "error-text", data.message));
+        return item;
+      }
+      case "done": {
+        const usage = data.usage || {};
+        return eventItem("done", "Done · " + (usage.model_calls || 0) + " model call" + (usage.model_calls === 1 ? "" : "s"));
+      }
+      case "suspended":
+        return eventItem("note", "Studio stopped while this run waited; it was suspended.");
+      case "resumed":
+        return eventItem("note", data.message || "Resumed.");
+      default:
+        return eventItem("note", event.type);
+    }
+  }
+
+  function showComposerError(message) {
+    composerError.textContent = message || "";
+  }
+
+  async function send(event) {
+    event.preventDefault();
+    const text = messageBox.value.trim();
+    if (!text || sendButton.disabled) return;
+    state.sending = true;
+    updateComposer();
+    showComposerError("");
+    try {
+      let data;
+      if (state.chatId === null) {
+        const user = selectedUser();
+        data = await api("/api/chats", { body: { agent: state.agent, user_id: user ? user.id : null, message: text } });
+        state.chatId = data.chat.id;
+        state.agent = null;
+        history.replaceState(null, "", "#chat-" + data.chat.id);
+      } else {
+        data = await api("/api/chats/" + state.chatId + "/messages", { body: { message: text } });
+      }
+      latest.chat++;
+      state.chat = data.chat;
+      state.scrollToEnd = true;
+      messageBox.value = "";
+      render();
+      refreshChats().catch(() => {});
+    } catch (error) {
+      showComposerError(error.message);
+    } finally {
+      state.sending = false;
+      updateComposer();
+      if (!messageBox.disabled) messageBox.focus();
+    }
+  }
+
+  // ---------------------------------------------------------------- approvals
+
+  async function refreshApprovals() {
+    const ticket = ++latest.approvals;
+    const data = await api("/api/approvals");
+    if (ticket !== latest.approvals) return;
+    renderApprovals(data);
+  }
+
+  function renderApprovals(data) {
+    // Cards stay in place while they are pending, so a reason being typed is never lost.
+    const wanted = new Map(data.pending.map((approval) => [String(approval.id), approval]));
+    for (const card of [...pendingList.children]) {
+      if (!wanted.has(card.dataset.approvalId)) card.remove();
+    }
+    let previous = null;
+    for (const approval of data.pending) {
+      let card = pendingList.querySelector('li[data-approval-id="' + approval.id + '"]');
+      if (!card) card = approvalCard(approval);
+      const expectedPosition = previous ? previous.nextSibling : pendingList.firstChild;
+      if (card !== expectedPosition) pendingList.insertBefore(card, expectedPosition);
+      previous = card;
+    }
+    approvalCount.textContent = String(data.pending.length);
+    approvalCount.dataset.count = String(data.pending.length);
+    pendingEmpty.hidden = data.pending.length > 0;
+
+    recentList.replaceChildren(...data.recent.map(recentItem));
+    recentEmpty.hidden = data.recent.length > 0;
+  }
+
+  function approvalCard(approval) {
+    const card = el("li", "approval-card");
+    card.dataset.approvalId = approval.id;
+    const head = el("div", "card-head");
+    append(head, el("span", "card-id", "#" + approval.id), el("code", "card-tool", approval.tool_name));
+    head.appendChild(el("span", "badge status-pending", "pending"));
+    card.appendChild(head);
+
+    const where = el("p", "card-meta");
+    where.appendChild(document.createTextNode((approval.agent || "agent") + " · asked by " + (approval.requested_by || "nobody") + " · "));
+    if (approval.conversation_id) {
+      const link = el("button", "link", "open chat");
+      link.type = "button";
+      link.addEventListener("click", () => openChat(approval.conversation_id));
+      where.appendChild(link);
+    }
+    card.appendChild(where);
+    card.appendChild(el("p", "card-reason", approval.reason));
+    card.appendChild(el("pre", "args", pretty(approval.args)));
+    if (approval.reject_message) {
+      card.appendChild(el("p", "card-reject-note", "If rejected, the model is told: “" + approval.reject_message + "”"));
+    }
+
+    const form = el("form", "decide");
+    const fieldId = "reason-" + approval.id;
+    const label = el("label", null, "Reason (optional)");
+    label.htmlFor = fieldId;
+    const reason = el("textarea");
+    reason.id = fieldId;
+    reason.rows = 2;
+    reason.maxLength = 2000;
+    reason.placeholder = "Why? The model hears this if you reject.";
+    const approve = el("button", "approve", "Approve");
+    approve.type = "submit";
+    approve.value = "approve";
+    const reject = el("button", "reject", "Reject");
+    reject.type = "submit";
+    reject.value = "reject";
+    const error = el("p", "form-error");
+    error.setAttribute("role", "alert");
+    append(form, label, reason, append(el("div", "buttons"), approve, reject), error);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const approved = event.submitter ? event.submitter.value === "approve" : true;
+      approve.disabled = reject.disabled = true;
+      error.textContent = "";
+      try {
+        const data = await api("/api/approvals/" + approval.id + "/decision", {
+          body: { approved: approved, reason: reason.value },
+        });
+        latest.approvals++;
+        renderApprovals(data);
+        refreshChat().catch(() => {});
+      } catch (failure) {
+        error.textContent = failure.message;
+        approve.disabled = reject.disabled = false;
+        refreshApprovals().catch(() => {});
+      }
+    });
+    card.appendChild(form);
+    return card;
+  }
+
+  function recentItem(approval) {
+    const item = el("li", "recent-item");
+    item.dataset.approvalId = approval.id;
+    item.dataset.status = approval.status;
+    const head = el("div", "card-head");
+    append(head, el("span", "card-id", "#" + approval.id), el("code", "card-tool", approval.tool_name));
+    head.appendChild(el("span", "badge status-" + approval.status, approval.status));
+    item.appendChild(head);
+    item.appendChild(el("p", "card-reason", approval.reason));
+    const who = (approval.decided_by ? "by " + approval.decided_by : "") + (approval.decided_at ? " at " + clock(approval.decided_at) : "");
+    item.appendChild(el("p", "card-meta", who.trim()));
+    if (approval.decision_reason) item.appendChild(el("p", "card-decision", "“" + approval.decision_reason + "”"));
+    return item;
+  }
+
+  // ---------------------------------------------------------------- live updates
+
+  let pendingChange = null;
+
+  function noteChange(change) {
+    if (!pendingChange) {
+      pendingChange = { chats: new Set(), approvals: false, everything: false };
+      setTimeout(applyChange, 40);
+    }
+    for (const id of change.chats || []) pendingChange.chats.add(id);
+    pendingChange.approvals = pendingChange.approvals || Boolean(change.approvals);
+    pendingChange.everything = pendingChange.everything || Boolean(change.everything);
+  }
+
+  function applyChange() {
+    const change = pendingChange;
+    pendingChange = null;
+    const work = [refreshChats()];
+    if (change.everything || change.approvals) work.push(refreshApprovals());
+    if (state.chatId !== null && (change.everything || change.chats.has(state.chatId))) work.push(refreshChat());
+    Promise.all(work).catch(() => {});
+  }
+
+  async function refreshAll() {
+    await Promise.all([refreshChats(), refreshApprovals(), refreshChat()]);
+  }
+
+  function setLive(stateName, text) {
+    liveStatus.dataset.state = stateName;
+    liveStatus.textContent = text;
+  }
+
+  function connect() {
+    const source = new EventSource("/api/events");
+    source.addEventListener("open", () => {
+      // Whatever happened while the stream was down is read again here.
+      refreshAll()
+        .then(() => setLive("live", "Live"))
+        .catch(() => setLive("offline", "Studio is not answering"));
+    });
+    source.addEventListener("message", (event) => {
+      try {
+        noteChange(JSON.parse(event.data));
+      } catch (error) {
+        noteChange({ everything: true });
+      }
+    });
+    source.addEventListener("error", () => {
+      setLive(source.readyState === EventSource.CLOSED ? "offline" : "connecting", "Reconnecting…");
+      if (source.readyState === EventSource.CLOSED) setTimeout(connect, 3000);
+    });
+  }
+
+  // ---------------------------------------------------------------- wiring
+
+  for (const button of agentButtons) {
+    button.addEventListener("click", () => pickAgent(button.dataset.agent));
+  }
+  actAs.addEventListener("change", render);
+  composer.addEventListener("submit", send);
+  messageBox.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      composer.requestSubmit();
+    }
+  });
+
+  const hash = window.location.hash;
+  const chatMatch = /^#chat-(\d+)$/.exec(hash);
+  const newMatch = /^#new-(.+)$/.exec(hash);
+  if (chatMatch) {
+    state.chatId = Number(chatMatch[1]);
+  } else if (newMatch && agents.has(decodeURIComponent(newMatch[1]))) {
+    state.agent = decodeURIComponent(newMatch[1]);
+  } else if (agents.size === 1) {
+    state.agent = agents.keys().next().value;
+  }
+  render();
+  connect();
+})();

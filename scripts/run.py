@@ -19,6 +19,8 @@ PYTHON = sys.executable
 def main() -> int:
     os.chdir(ROOT)
     (ROOT / "var").mkdir(exist_ok=True)
+    # The Procfile's daphne and celery are the ones installed beside this Python (.venv/bin).
+    os.environ["PATH"] = os.pathsep.join([str(Path(PYTHON).parent), os.environ.get("PATH", "")])
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "anvia_project.settings")
     os.environ.setdefault("WEB_PORT", "8000")
     os.environ.setdefault("FLOWER_PORT", "5555")
@@ -31,7 +33,9 @@ def main() -> int:
     print(
         f"\n  Anvia is starting:\n"
         f"    app            {web}/\n"
-        f"    Django admin   {web}/admin/\n"
+        f"    customer chat  {web}/chat/        (alice / bob)\n"
+        f"    review queue   {web}/review/      (reviewer)\n"
+        f"    Django admin   {web}/admin/       (admin, reviewer)\n"
         f"    API docs       {web}/api/docs/\n"
         f"    Flower         http://127.0.0.1:{os.environ['FLOWER_PORT']}/  "
         f"(login {os.environ['FLOWER_BASIC_AUTH']})\n"

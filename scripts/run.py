@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,12 @@ def main() -> int:
         f"  Ctrl-C stops everything.\n",
         flush=True,
     )
-    return subprocess.call([PYTHON, "-m", "honcho", "-f", "Procfile", "start"])
+    honcho = subprocess.Popen([PYTHON, "-m", "honcho", "-f", "Procfile", "start"])
+    # Ctrl-C reaches the whole foreground group: honcho stops the processes; wait for it, then
+    # (in __main__) stop the embedded Redis last.
+    signal.signal(signal.SIGINT, lambda *_: None)
+    signal.signal(signal.SIGTERM, lambda *_: honcho.terminate())
+    return honcho.wait()
 
 
 if __name__ == "__main__":

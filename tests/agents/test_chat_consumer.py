@@ -17,6 +17,8 @@ from tests.factories import UserFactory
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
 
 RECEIVE_TIMEOUT = 5
+# The default 1 s is too tight for the consumer's auth and group_add on a loaded 2-core machine.
+CONNECT_TIMEOUT = 10
 
 
 @database_sync_to_async
@@ -49,7 +51,7 @@ def customer_with_conversation(username: str = "alice", order_number: str = "A-1
 async def owner_socket():
     customer, conversation = await customer_with_conversation()
     communicator = socket(conversation.pk, session=await session_cookie_for(customer))
-    connected, _ = await communicator.connect()
+    connected, _ = await communicator.connect(timeout=CONNECT_TIMEOUT)
     assert connected
     return communicator, conversation
 
@@ -126,7 +128,7 @@ async def test_another_customer_is_refused_and_hears_nothing():
     _, conversation = await customer_with_conversation("alice")
     bob, _ = await customer_with_conversation("bob", "B-2001")
     refused = socket(conversation.pk, session=await session_cookie_for(bob))
-    assert await refused.connect() == (False, 4403)
+    assert await refused.connect(timeout=CONNECT_TIMEOUT) == (False, 4403)
 
     await get_channel_layer().group_send(
         conversation_group(conversation.pk), {"type": "run.suspended", "run_id": "run-1"}
@@ -139,14 +141,14 @@ async def test_anonymous_visitors_are_refused_even_for_a_missing_conversation():
     _, conversation = await customer_with_conversation()
     for conversation_id in (conversation.pk, 999999):
         communicator = socket(conversation_id)
-        assert await communicator.connect() == (False, 4403)
+        assert await communicator.connect(timeout=CONNECT_TIMEOUT) == (False, 4403)
         await communicator.disconnect()
 
 
 async def test_a_missing_conversation_is_4404():
     customer, _ = await customer_with_conversation()
     communicator = socket(999999, session=await session_cookie_for(customer))
-    assert await communicator.connect() == (False, 4404)
+    assert await communicator.connect(timeout=CONNECT_TIMEOUT) == (False, 4404)
     await communicator.disconnect()
 
 
@@ -161,6 +163,6 @@ async def test_a_missing_conversation_is_4404():
 async def test_a_socket_from_another_origin_is_refused_even_for_the_owner(origin):
     customer, conversation = await customer_with_conversation()
     communicator = socket(conversation.pk, session=await session_cookie_for(customer), origin=origin)
-    connected, _ = await communicator.connect()
+    connected, _ = await communicator.connect(timeout=CONNECT_TIMEOUT)
     assert not connected
     await communicator.disconnect()

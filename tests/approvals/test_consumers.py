@@ -20,6 +20,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
 
 PATH = "/ws/approvals/"
 RECEIVE_TIMEOUT = 5
+# The default 1 s is too tight for the consumer's auth and group_add on a loaded 2-core machine.
+CONNECT_TIMEOUT = 10
 
 
 @database_sync_to_async
@@ -52,7 +54,7 @@ def refund_request(requester_id: int, call_id: str = "call_1") -> ApprovalReques
 async def reviewer_socket() -> tuple[WebsocketCommunicator, object]:
     reviewer = await database_sync_to_async(ReviewerFactory)()
     communicator = socket(session=await session_cookie_for(reviewer))
-    connected, _ = await communicator.connect()
+    connected, _ = await communicator.connect(timeout=CONNECT_TIMEOUT)
     assert connected
     return communicator, reviewer
 
@@ -135,13 +137,13 @@ async def test_only_reviewers_may_connect(make_user):
     if make_user is not None:
         session = await session_cookie_for(await database_sync_to_async(make_user)())
     communicator = socket(session=session)
-    assert await communicator.connect() == (False, 4403)
+    assert await communicator.connect(timeout=CONNECT_TIMEOUT) == (False, 4403)
     await communicator.disconnect()
 
 
 async def test_a_user_who_is_refused_hears_nothing_of_later_requests():
     refused = socket(session=await session_cookie_for(await database_sync_to_async(UserFactory)()))
-    assert await refused.connect() == (False, 4403)
+    assert await refused.connect(timeout=CONNECT_TIMEOUT) == (False, 4403)
     watching, _ = await reviewer_socket()
     requester = await database_sync_to_async(UserFactory)()
     await database_sync_to_async(approval_request)(request=refund_request(requester.pk))
@@ -162,6 +164,6 @@ async def test_a_user_who_is_refused_hears_nothing_of_later_requests():
 async def test_a_socket_from_another_origin_is_refused_even_for_a_reviewer(origin):
     reviewer = await database_sync_to_async(ReviewerFactory)()
     communicator = socket(session=await session_cookie_for(reviewer), origin=origin)
-    connected, _ = await communicator.connect()
+    connected, _ = await communicator.connect(timeout=CONNECT_TIMEOUT)
     assert not connected
     await communicator.disconnect()

@@ -8,8 +8,6 @@ import uuid
 from contextlib import contextmanager
 from datetime import timedelta
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -20,6 +18,7 @@ from agents.models import AgentRun, Conversation, Message, RunEvent
 from agents.registry import get_agent
 from anvia import AgentRunError, Event, ModelError, RunState, ToolExecutionError
 from anvia import Message as ModelMessage
+from anvia_project.channel_layer import group_send
 from approvals.hooks import approval_hook
 from approvals.models import Approval
 from approvals.services import approval_record_call_outcome
@@ -129,11 +128,8 @@ class RunRecorder:
         self.publish({"type": "run.event", "run_id": str(self.run.pk), "event": event.type, "data": data})
 
     def publish(self, message: dict) -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
         try:
-            async_to_sync(layer.group_send)(self.group, message)
+            group_send(self.group, message)
         except Exception:
             # The chat reloads to the truth; a missed live update must not stop the run.
             logger.warning("run %s: could not stream to %s", self.run.pk, self.group, exc_info=True)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
-
+from anvia_project.channel_layer import group_send
 from approvals.models import Approval
 
 logger = logging.getLogger("anvia.approvals")
@@ -32,11 +30,8 @@ def approval_summary(approval: Approval) -> dict:
 
 def notify_reviewers(kind: str, approval: Approval) -> None:
     """``kind`` is ``approval.created``, ``approval.decided`` or ``approval.expired``."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
     try:
-        async_to_sync(layer.group_send)(REVIEWERS_GROUP, {"type": kind, "approval": approval_summary(approval)})
+        group_send(REVIEWERS_GROUP, {"type": kind, "approval": approval_summary(approval)})
     except Exception:
         # Reviewers refresh to the truth; a missed live update must not fail the decision.
         logger.warning("approval %s: could not notify reviewers of %s", approval.pk, kind, exc_info=True)

@@ -15,26 +15,20 @@
   const input = form.querySelector("textarea");
   const sendButton = form.querySelector('button[type="submit"]');
   const formError = document.getElementById("chat-error");
-  const liveStatus = document.getElementById("live-status");
   const title = document.getElementById("chat-title");
   const statusTexts = JSON.parse(document.getElementById("chat-status-texts").textContent);
 
   const postUrl = log.dataset.postUrl;
   const conversationUrl = log.dataset.conversationUrl;
   const runUrlTemplate = log.dataset.runUrl;
-  const socketUrl =
-    (window.location.protocol === "https:" ? "wss://" : "ws://") + window.location.host + log.dataset.socketPath;
 
   const FINISHED = new Set(["succeeded", "failed"]);
-  const BACKOFF_MIN_MS = 1000;
-  const BACKOFF_MAX_MS = 30000;
   const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
   const KIND = /^[a-z_]+$/;
   const EARLY_RUNS_KEPT = 20;
   const TITLE_CHARS = 80;
 
-  let socket = null;
-  let attempt = 0;
+  let live = null;
   // Messages for runs this page has no turn for yet: the worker can be faster than the answer
   // to our own POST, which is what tells us the run's id.
   const early = new Map();
@@ -67,11 +61,6 @@
 
   function keepInView(wasNearBottom) {
     if (wasNearBottom) window.scrollTo({ top: document.documentElement.scrollHeight });
-  }
-
-  function setStatus(state, text) {
-    liveStatus.dataset.state = state;
-    liveStatus.textContent = text;
   }
 
   function showFormError(text) {
@@ -250,7 +239,7 @@
     early.delete(id);
     keepInView(true);
     // A socket that is down now would miss the run's start; the fetch fills that in.
-    if (!socket || socket.readyState !== WebSocket.OPEN) catchUp(turn);
+    if (!live.isOpen()) catchUp(turn);
   }
 
   // The server names an untitled conversation after its first message; so does the page.
@@ -300,7 +289,7 @@
     }
   }
 
-  // ---- The socket, with backoff ----
+  // ---- Live updates (live_socket.js) ----
 
   // A socket refused for a signed-out user or a missing conversation fails like a network error
   // does; ask the API before retrying forever.
@@ -311,51 +300,6 @@
     } catch {
       return true;
     }
-  }
-
-  function scheduleReconnect() {
-    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt) * (0.75 + Math.random() * 0.5);
-    attempt += 1;
-    setStatus("offline", "Live updates interrupted. Reconnecting in " + Math.ceil(delay / 1000) + "\u00a0s\u2026");
-    window.setTimeout(async () => {
-      if (await stillAllowed()) {
-        connect();
-      } else {
-        setStatus("stopped", "Live updates stopped: you are signed out or this conversation is gone. Reload the page.");
-      }
-    }, delay);
-  }
-
-  function connect() {
-    setStatus("connecting", attempt === 0 ? "Connecting to live updates\u2026" : "Reconnecting\u2026");
-    let ws;
-    try {
-      ws = new WebSocket(socketUrl);
-    } catch {
-      scheduleReconnect();
-      return;
-    }
-    socket = ws;
-    ws.addEventListener("open", async () => {
-      attempt = 0;
-      await catchUpAll();
-      // "Live" means up to date: set only once the catch-up is in.
-      if (socket === ws) setStatus("live", "Live");
-    });
-    ws.addEventListener("message", (event) => {
-      let message;
-      try {
-        message = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      handle(message);
-    });
-    ws.addEventListener("close", () => {
-      if (socket !== ws) return;
-      socket = null;
-      scheduleReconnect();
-    });
   }
 
   form.addEventListener("submit", send);
@@ -369,5 +313,12 @@
     if (!formError.hidden) showFormError("");
   });
   window.scrollTo({ top: document.documentElement.scrollHeight });
-  connect();
+  live = window.AnviaLiveSocket.open({
+    path: log.dataset.socketPath,
+    status: document.getElementById("live-status"),
+    catchUp: catchUpAll,
+    onMessage: handle,
+    stillAllowed,
+    stoppedText: "Live updates stopped: you are signed out or this conversation is gone. Reload the page.",
+  });
 })();

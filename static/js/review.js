@@ -10,23 +10,16 @@
   const rows = document.getElementById("pending-rows");
   const empty = document.getElementById("queue-empty");
   const count = document.getElementById("pending-count");
-  const liveStatus = document.getElementById("live-status");
   const announcer = document.getElementById("queue-announcer");
 
   const detailBase = table.dataset.detailBase;
   const pendingUrl = table.dataset.pendingUrl;
-  const socketUrl =
-    (window.location.protocol === "https:" ? "wss://" : "ws://") + window.location.host + table.dataset.socketPath;
 
   const LEAVE_AFTER_MS = 8000;
   const AGE_REFRESH_MS = 30000;
-  const BACKOFF_MIN_MS = 1000;
-  const BACKOFF_MAX_MS = 30000;
   const COLUMNS = 6;
 
   let total = Number(count.textContent) || 0;
-  let socket = null;
-  let attempt = 0;
   // What the socket said since it (re)opened, so a slower catch-up fetch cannot undo it.
   let heardSinceOpen = new Map();
 
@@ -89,11 +82,6 @@
 
   function announce(text) {
     announcer.textContent = text;
-  }
-
-  function setStatus(state, text) {
-    liveStatus.dataset.state = state;
-    liveStatus.textContent = text;
   }
 
   function buildRow(approval, id) {
@@ -186,8 +174,10 @@
     }
   }
 
-  // Requests made while the socket was down (or before it first opened) are caught up here.
+  // Requests made while the socket was down (or before it first opened) are caught up here,
+  // each time the socket (re)opens.
   async function catchUp() {
+    heardSinceOpen = new Map();
     let data;
     try {
       const response = await fetch(pendingUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" });
@@ -225,54 +215,15 @@
     }
   }
 
-  function scheduleReconnect() {
-    const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt) * (0.75 + Math.random() * 0.5);
-    attempt += 1;
-    setStatus("offline", "Live updates interrupted. Reconnecting in " + Math.ceil(delay / 1000) + "\u00a0s\u2026");
-    window.setTimeout(async () => {
-      if (await stillReviewer()) {
-        connect();
-      } else {
-        setStatus("stopped", "Live updates stopped: you are no longer signed in as a reviewer. Reload the page to sign in.");
-      }
-    }, delay);
-  }
-
-  function connect() {
-    setStatus("connecting", attempt === 0 ? "Connecting to live updates\u2026" : "Reconnecting\u2026");
-    let ws;
-    try {
-      ws = new WebSocket(socketUrl);
-    } catch {
-      scheduleReconnect();
-      return;
-    }
-    socket = ws;
-    ws.addEventListener("open", async () => {
-      attempt = 0;
-      heardSinceOpen = new Map();
-      await catchUp();
-      // "Live" means up to date: set only once the catch-up is in.
-      if (socket === ws) setStatus("live", "Live");
-    });
-    ws.addEventListener("message", (event) => {
-      let message;
-      try {
-        message = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      handle(message);
-    });
-    ws.addEventListener("close", () => {
-      if (socket !== ws) return;
-      socket = null;
-      scheduleReconnect();
-    });
-  }
-
   table.tabIndex = -1;
   refreshAges();
   window.setInterval(refreshAges, AGE_REFRESH_MS);
-  connect();
+  window.AnviaLiveSocket.open({
+    path: table.dataset.socketPath,
+    status: document.getElementById("live-status"),
+    catchUp,
+    onMessage: handle,
+    stillAllowed: stillReviewer,
+    stoppedText: "Live updates stopped: you are no longer signed in as a reviewer. Reload the page to sign in.",
+  });
 })();

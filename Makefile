@@ -34,3 +34,7 @@ studio: $(INSTALLED)
 	$(PY) manage.py migrate --no-input -v 0
 	$(PY) manage.py seed_demo
 	$(PY) scripts/studio.py
+
+bench: $(INSTALLED)
+	$(PY) bench/decision_latency.py
+	$(PY) bench/reviewer_fanout.py

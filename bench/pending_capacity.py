@@ -704,7 +704,9 @@ def create_customers(n: int, *, prefix: str, total: str = "200.00") -> list[int]
     return [by_user[uid] for uid in user_ids]
 
 
-def post_messages(conversation_ids: list[int], text_for: Callable[[int], str], threads: int) -> float:
+def post_messages(
+    conversation_ids: list[int], text_for: Callable[[int], str], threads: int, deadline: float | None = None
+) -> float:
     """Post one message per conversation (the real ``conversation_post_message``); seconds taken."""
     from agents.models import Conversation
     from agents.services import conversation_post_message
@@ -716,6 +718,8 @@ def post_messages(conversation_ids: list[int], text_for: Callable[[int], str], t
     )
 
     def post(conversation) -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            return  # past the bound: the caller's wait reports how far it got
         conversation_post_message(conversation=conversation, content=text_for(numbers[conversation.user_id]))
 
     started = time.perf_counter()
@@ -820,6 +824,8 @@ class SizeResult:
     worker_errors: list[str] = field(default_factory=list)
     recovered: int = 0
     skipped: int = 0
+    duplicates: int = 0  # refunds, tool results or 'executed' events beyond one per run
+    finished: int = 0
 
     @property
     def exactly_once(self) -> bool:
@@ -865,7 +871,7 @@ def run_size(n: int, args: argparse.Namespace, services: Services, worker_env: d
             started = time.perf_counter()
             mark = sampler.mark()
             result.post_seconds = post_messages(
-                conversation_ids, lambda number: f"Please refund order {number}, $150", args.post_threads
+                conversation_ids, lambda number: f"Please refund order {number}, $150", args.post_threads, limit
             )
 
             def all_pending() -> tuple[bool, str]:
@@ -888,6 +894,8 @@ def run_size(n: int, args: argparse.Namespace, services: Services, worker_env: d
             mark = sampler.mark()
 
             def decide(approval_id: int) -> None:
+                if time.monotonic() > limit:
+                    return  # past the size's bound: the drain check below reports the abort
                 approval_decide(approval_id=approval_id, reviewer=reviewer, approved=True, reason="bench")
 
             in_threads(approval_ids, args.decide_threads, decide)
@@ -928,6 +936,14 @@ def run_size(n: int, args: argparse.Namespace, services: Services, worker_env: d
         tool_results = collections.Counter(RunEvent.objects.filter(type="tool_result").values_list("run_id", flat=True))
         approved = Approval.objects.filter(status=Approval.Status.APPROVED).count()
         result.attempts = dict(sorted(collections.Counter(AgentRun.objects.values_list("attempts", flat=True)).items()))
+        result.duplicates = (
+            len(keys)
+            - len(set(keys))
+            + sum(count - 1 for count in per_order.values())
+            + sum(count - 1 for count in executed.values())
+            + sum(count - 1 for count in tool_results.values())
+        )
+        result.finished = statuses.get("succeeded", 0)
         result.checks = {
             "refunds == N": (len(keys) == n, f"{len(keys)}"),
             "distinct idempotency keys == N": (len(set(keys)) == n, f"{len(set(keys))}"),
@@ -1035,7 +1051,13 @@ def report(results: list[SizeResult], args: argparse.Namespace) -> None:
                 [
                     str(r.n),
                     "resumed exactly once",
-                    "yes" if r.exactly_once else "NO: " + ", ".join(failed),
+                    "yes"
+                    if r.exactly_once
+                    else (
+                        f"incomplete: {r.finished} of {r.n} succeeded, none twice"
+                        if r.aborted and not r.duplicates
+                        else f"NO ({r.duplicates} duplicates): " + ", ".join(failed)
+                    ),
                     "",
                     "attempts "
                     + ", ".join(f"{k}: {v}" for k, v in r.attempts.items())

@@ -593,7 +593,8 @@ async def run(args, services_line: str) -> list[Result]:
     reps = {1: args.reps_small, 100: args.reps_small, 1000: args.reps_large}
     cookie = await asyncio.to_thread(reviewer_cookie)
     results: list[Result] = []
-    with tempfile.TemporaryDirectory(prefix="anvia-fanout-") as log_dir:
+    with tempfile.TemporaryDirectory(prefix="anvia-fanout-") as scratch_dir:
+        log_dir = args.logs or scratch_dir
         for config in args.configs:
             for payload in args.payload:
                 results += await measure_config(config, payload, reps, args.warmup, log_dir, cookie, args.profile)
@@ -618,6 +619,7 @@ def main() -> None:
         "--wait-quiet", type=float, default=0, metavar="S", help="wait up to S seconds for load average < 1"
     )
     parser.add_argument("--profile", metavar="DIR", help="py-spy the server during N=1000 (raw collapsed stacks)")
+    parser.add_argument("--logs", metavar="DIR", help="keep each server's output in DIR")
     args = parser.parse_args()
     named = {
         "default": DEFAULT_CONFIGS,

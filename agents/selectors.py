@@ -73,6 +73,12 @@ def run_answer(run: AgentRun) -> str | None:
     return answers[-1].content if answers else None
 
 
+def run_error_visible_to(user) -> bool:
+    """Whether ``user`` may read a failed run's technical error (hosts, model messages): staff only;
+    customers read the plain-words answer."""
+    return bool(getattr(user, "is_staff", False))
+
+
 def run_is_finished(run: AgentRun) -> bool:
     return run.status in AgentRun.FINISHED
 

@@ -15,7 +15,13 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from agents.models import Conversation
 from agents.registry import get_agent
-from agents.selectors import RUN_STATUS_TEXT, conversation_get, conversation_list, conversation_turns
+from agents.selectors import (
+    RUN_STATUS_TEXT,
+    conversation_get,
+    conversation_list,
+    conversation_turns,
+    run_error_visible_to,
+)
 from agents.services import MAX_MESSAGE_CHARS, conversation_create, conversation_post_message
 
 LIST_LIMIT = 200
@@ -68,6 +74,7 @@ def _render_detail(
         "error": error,
         "max_chars": MAX_MESSAGE_CHARS,
         "working": any(not turn.finished for turn in turns),
+        "show_run_errors": run_error_visible_to(request.user),
         "status_texts": {str(status): text for status, text in RUN_STATUS_TEXT.items()},
     }
     return render(request, "agents/conversation_detail.html", context, status=status)

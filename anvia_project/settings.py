@@ -11,12 +11,17 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env")
 
-DEBUG = env.bool("DJANGO_DEBUG", default=True)
-# The fallback key only exists so `make run` works out of the box; it is refused when DEBUG is off.
+# Off unless asked for: a debug page lists URL patterns and settings to whoever hits an error.
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# The fallback key only exists while debugging; with DEBUG off a key must be given (`make run`
+# generates one into var/secret_key on first use).
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
-        raise environ.ImproperlyConfigured("Set DJANGO_SECRET_KEY when DJANGO_DEBUG is off.")
+        raise environ.ImproperlyConfigured(
+            "Set DJANGO_SECRET_KEY (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(50))'`), "
+            "or DJANGO_DEBUG=true for local development."
+        )
     SECRET_KEY = "django-insecure-local-development-only"  # noqa: S105
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
@@ -32,6 +37,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "approvals",
     "agents",
@@ -113,6 +119,16 @@ else:
         }
     }
 
+# The chat's rate limit counts here, shared by every web process.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "anvia",
+        "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
+    }
+}
+
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
@@ -137,6 +153,16 @@ ANVIA_MODEL = env.str("ANVIA_MODEL", default="offline")
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 ANVIA_MODEL_TIMEOUT_SECONDS = env.float("ANVIA_MODEL_TIMEOUT_SECONDS", default=60.0)
+ANVIA_MODEL_MAX_RETRIES = env.int("ANVIA_MODEL_MAX_RETRIES", default=2)
+# Sent with every request that offers tools: "auto", "none", "required" or a tool's name. An agent's
+# own tool_choice wins. llama.cpp's server shows the model its tools only when this is sent.
+ANVIA_MODEL_TOOL_CHOICE = env.str("ANVIA_MODEL_TOOL_CHOICE", default="auto")
+# Passed through to the server when set (unset: the server's defaults).
+ANVIA_MODEL_TEMPERATURE = env.float("ANVIA_MODEL_TEMPERATURE", default=None)
+ANVIA_MODEL_SEED = env.int("ANVIA_MODEL_SEED", default=None)
+ANVIA_MODEL_MAX_TOKENS = env.int("ANVIA_MODEL_MAX_TOKENS", default=None)
+# The agents the app can run, as dotted paths to `anvia.Agent` objects.
+ANVIA_AGENTS = env.list("ANVIA_AGENTS", default=["agents.support.support_agent"])
 # "redis" in production; "memory" for a single process (Studio, some tests).
 ANVIA_DECISION_CHANNEL = env.str("ANVIA_DECISION_CHANNEL", default="redis")
 ANVIA_APPROVAL_TTL_HOURS = env.float("ANVIA_APPROVAL_TTL_HOURS", default=24.0)
@@ -146,6 +172,12 @@ ANVIA_APPROVAL_BLOCK_SECONDS = env.float("ANVIA_APPROVAL_BLOCK_SECONDS", default
 ANVIA_MAX_BLOCKED_RUNS = env.int("ANVIA_MAX_BLOCKED_RUNS", default=8)
 # A worker's hold on a run lasts the block budget plus this; past it the run counts as orphaned.
 ANVIA_RUN_LEASE_GRACE_SECONDS = env.float("ANVIA_RUN_LEASE_GRACE_SECONDS", default=120.0)
+
+# Limits on what one customer can ask of the workers (README "Configuration").
+ANVIA_CHAT_MESSAGES_PER_MINUTE = env.int("ANVIA_CHAT_MESSAGES_PER_MINUTE", default=10)
+ANVIA_API_MAX_BODY_BYTES = env.int("ANVIA_API_MAX_BODY_BYTES", default=256 * 1024)
+# How often an open websocket re-checks its session (and a reviewer's permission).
+ANVIA_SOCKET_RECHECK_SECONDS = env.float("ANVIA_SOCKET_RECHECK_SECONDS", default=5.0)
 
 # A task blocked on an approval is not acknowledged; Redis must not redeliver it meanwhile.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(max(3600, ANVIA_APPROVAL_BLOCK_SECONDS * 4))}
@@ -159,12 +191,18 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    # JSON only, bounded in size and depth: no body a client sends can answer 500.
+    "DEFAULT_PARSER_CLASSES": ["anvia_project.untrusted_json.JSONParser"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Anvia for Django",
     "DESCRIPTION": "Human approval for AI agent tool calls.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc from this app's static files, not a CDN (drf-spectacular-sidecar).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {

@@ -18,7 +18,7 @@ class Approval(models.Model):
         CANCELLED = "cancelled", "Cancelled"
 
     run_id = models.CharField(max_length=64)
-    call_id = models.CharField(max_length=128)
+    call_id = models.CharField(max_length=255)
     agent_name = models.CharField(max_length=100, blank=True)
     conversation_id = models.CharField(max_length=64, blank=True, db_index=True)
     requested_by = models.ForeignKey(

@@ -34,7 +34,7 @@ class Refund(models.Model):
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="refunds")
     amount = models.DecimalField(max_digits=10, decimal_places=2)
     # The agent run's "<run id>:<call id>": a retried tool call finds its refund instead of paying twice.
-    idempotency_key = models.CharField(max_length=200, unique=True)
+    idempotency_key = models.CharField(max_length=300, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
@@ -15,20 +16,27 @@ from anvia.core.errors import (
     AgentRunError,
     MaxStepsExceeded,
     ModelError,
+    ModelResponseError,
     ToolArgumentsError,
     ToolError,
     ToolExecutionError,
 )
 from anvia.core.events import Event, EventSink
 from anvia.core.hooks import Hook
-from anvia.core.messages import Message, ModelRequest, ToolCallRequest, Usage
-from anvia.core.models.base import ModelClient
+from anvia.core.messages import Message, ModelReply, ModelRequest, ToolCallRequest, Usage
+from anvia.core.models.base import ModelClient, model_session
 from anvia.core.state import RunState, ToolCallRecord
 from anvia.core.tools import RunTool, SkipTool, SuspendRun, Tool, ToolCall, ToolContext, ToolHandle, call_maybe_async
 
 logger = logging.getLogger("anvia.agent")
 
 Checkpoint = Callable[[RunState], Any]
+ToolChoice = str | Callable[[RunState], "str | None"]
+
+TOOL_CHOICE_KEYWORDS = ("auto", "none", "required")
+# Call ids are kept as the server made them (llama.cpp's are 60+ characters), up to this length;
+# a longer one, or one with control characters, is replaced by a digest of itself.
+MAX_CALL_ID_CHARS = 200
 
 
 class Agent:
@@ -43,6 +51,7 @@ class Agent:
         tools: Sequence[Tool] = (),
         max_steps: int = 10,
         description: str = "",
+        tool_choice: ToolChoice | None = None,
     ):
         names = [t.name for t in tools]
         duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -50,12 +59,20 @@ class Agent:
             raise ValueError(f"Agent {name!r} has several tools named {', '.join(duplicated)}.")
         if max_steps < 1:
             raise ValueError("max_steps must be at least 1.")
+        if isinstance(tool_choice, str) and tool_choice not in (*TOOL_CHOICE_KEYWORDS, *names):
+            raise ValueError(
+                f"Agent {name!r}: tool_choice {tool_choice!r} is neither one of "
+                f"{', '.join(TOOL_CHOICE_KEYWORDS)} nor the name of one of its tools."
+            )
         self.name = name
         self.instructions = instructions
         self.model = model
         self.tools = {t.name: t for t in tools}
         self.max_steps = max_steps
         self.description = description
+        # "auto", "none", "required", a tool's name, or a callable of the run state returning one
+        # (e.g. force a tool on the first step only); None leaves it to the model client.
+        self.tool_choice = tool_choice
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r}, tools={list(self.tools)})"
@@ -156,24 +173,29 @@ class PromptRequest:
         state.status = "running"
         state.error = None
         try:
-            while True:
-                pending = state.pending_calls()
-                if pending:
-                    if await self._handle_calls(pending) == "suspended":
-                        state.status = "suspended"
-                        await self._checkpoint()
-                        await self._emit("suspended", {"pending": [c.id for c in state.pending_calls()]})
-                        return AgentResponse(state)
-                    continue
-                if state.messages and state.messages[-1].role == "assistant":
-                    state.status = "done"
-                    await self._checkpoint()
-                    await self._emit("done", {"text": state.final_text, "usage": state.usage.model_dump()})
-                    return AgentResponse(state)
-                await self._ask_model()
+            async with model_session(self.agent.model):
+                return await self._loop()
         except AgentRunError as error:
             await self._fail(error)
             raise
+
+    async def _loop(self) -> AgentResponse:
+        state = self.state
+        while True:
+            pending = state.pending_calls()
+            if pending:
+                if await self._handle_calls(pending) == "suspended":
+                    state.status = "suspended"
+                    await self._checkpoint()
+                    await self._emit("suspended", {"pending": [c.id for c in state.pending_calls()]})
+                    return AgentResponse(state)
+                continue
+            if state.messages and state.messages[-1].role == "assistant":
+                state.status = "done"
+                await self._checkpoint()
+                await self._emit("done", {"text": state.final_text, "usage": state.usage.model_dump()})
+                return AgentResponse(state)
+            await self._ask_model()
 
     async def _ask_model(self) -> None:
         state = self.state
@@ -182,24 +204,43 @@ class PromptRequest:
                 f"Agent {self.agent.name!r} stopped after {self.agent.max_steps} steps: the model kept calling tools."
             )
         state.step += 1
-        await self._emit("step", {"step": state.step, "model": getattr(self.agent.model, "name", "model")})
+        await self._emit("step", {"step": state.step, "model": self._model_name})
+        choice = self.agent.tool_choice
         request = ModelRequest(
             instructions=self.agent.instructions,
             messages=state.messages,
             tools=[t.spec() for t in self.agent.tools.values()],
+            tool_choice=choice(state) if callable(choice) else choice,
         )
+        reply = await self._complete(request)
+        if _is_empty(reply):
+            # Small models sometimes stop at once; one more try, then a clear failure rather
+            # than a "succeeded" run with no answer.
+            logger.warning("model %s answered nothing in run %s; asking once more", self._model_name, state.run_id)
+            reply = await self._complete(request)
+            if _is_empty(reply):
+                raise ModelResponseError(
+                    f"The model {self._model_name} answered with neither text nor a tool call, twice in a row."
+                )
+        calls = self._unique_call_ids(reply.tool_calls)
+        state.messages.append(Message(role="assistant", content=reply.text, tool_calls=calls))
+        await self._checkpoint()
+        if reply.text:
+            await self._emit("text", {"text": reply.text, "final": not calls})
+
+    @property
+    def _model_name(self) -> str:
+        return str(getattr(self.agent.model, "name", "") or type(self.agent.model).__name__)
+
+    async def _complete(self, request: ModelRequest) -> ModelReply:
         try:
             reply = await self.agent.model.complete(request)
         except ModelError:
             raise
         except Exception as error:
             raise ModelError(f"The model failed: {error}") from error
-        state.usage.add(reply.usage)
-        calls = self._unique_call_ids(reply.tool_calls)
-        state.messages.append(Message(role="assistant", content=reply.text, tool_calls=calls))
-        await self._checkpoint()
-        if reply.text:
-            await self._emit("text", {"text": reply.text, "final": not calls})
+        self.state.usage.add(reply.usage)
+        return reply
 
     def _unique_call_ids(self, calls: list[ToolCallRequest]) -> list[ToolCallRequest]:
         # Some servers number calls per reply ("call_0" every step); the id must be unique in the
@@ -207,7 +248,7 @@ class PromptRequest:
         used = {c.id for m in self.state.messages for c in m.tool_calls}
         unique = []
         for call in calls:
-            call_id = call.id or f"call_{uuid.uuid4().hex[:12]}"
+            call_id = _usable_call_id(call.id) or f"call_{uuid.uuid4().hex[:12]}"
             if call_id in used:
                 call_id = f"{call_id}-s{self.state.step}-{uuid.uuid4().hex[:6]}"
             used.add(call_id)
@@ -391,6 +432,16 @@ class PromptRequest:
             except Exception:
                 # A broken progress display must not break the run it displays.
                 logger.exception("event sink failed on %s in run %s", type_, self.state.run_id)
+
+
+def _is_empty(reply) -> bool:
+    return not reply.tool_calls and not (reply.text or "").strip()
+
+
+def _usable_call_id(call_id: str) -> str:
+    if len(call_id) <= MAX_CALL_ID_CHARS and call_id.isprintable():
+        return call_id
+    return "call_" + hashlib.sha256(call_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _tool_message_content(record: ToolCallRecord) -> str:

@@ -60,6 +60,8 @@ class ModelRequest(BaseModel):
     instructions: str
     messages: list[Message]
     tools: list[ToolSpec] = Field(default_factory=list)
+    # "auto", "none", "required" or a tool's name; None leaves it to the model client's default.
+    tool_choice: str | None = None
 
 
 class ModelReply(BaseModel):

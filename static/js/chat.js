@@ -21,6 +21,8 @@
   const postUrl = log.dataset.postUrl;
   const conversationUrl = log.dataset.conversationUrl;
   const runUrlTemplate = log.dataset.runUrl;
+  // Staff also see a failed run's technical detail (the runs API returns it to them only).
+  const showRunErrors = log.dataset.showRunErrors === "true";
 
   const FINISHED = new Set(["succeeded", "failed"]);
   const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -115,6 +117,25 @@
     if (previous) previous.remove();
     const answer = bubble("agent" + (finalStatus === "failed" ? " failed" : ""), "Agent", text || "");
     turn.append(answer);
+    if (finalStatus === "failed" && showRunErrors) showRunError(turn);
+  }
+
+  async function showRunError(turn) {
+    let run = null;
+    try {
+      const response = await fetch(runUrl(turn.dataset.runId), { headers: { Accept: "application/json" }, credentials: "same-origin" });
+      if (response.ok) run = await response.json();
+    } catch {
+      run = null;
+    }
+    if (!run || typeof run.error !== "string" || !run.error || turn.querySelector(".staff-error")) return;
+    const details = element("details", "", "staff-error");
+    details.append(element("summary", "Technical detail (shown to staff only)"), element("pre", run.error));
+    turn.append(details);
+  }
+
+  function runUrl(id) {
+    return runUrlTemplate.replace("00000000-0000-0000-0000-000000000000", id);
   }
 
   function apply(turn, message) {
@@ -171,7 +192,7 @@
     heardDuringCatchUp.get(id).add(heard);
     let run = null;
     try {
-      const response = await fetch(runUrlTemplate.replace("00000000-0000-0000-0000-000000000000", id), {
+      const response = await fetch(runUrl(id), {
         headers: { Accept: "application/json" },
         credentials: "same-origin",
       });

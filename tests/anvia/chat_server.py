@@ -46,6 +46,7 @@ class ReceivedRequest:
     headers: dict[str, str]
     raw: bytes
     json: Any
+    client_port: int = 0  # the client's side of the connection: equal ports mean a reused connection
 
 
 def completion(
@@ -145,6 +146,9 @@ class ChatServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as real servers do: a client that reuses pooled connections must meet them.
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
                 owner._handle(self)
 
@@ -186,7 +190,9 @@ class ChatServer:
             parsed = None
         with self._lock:
             headers = {k.lower(): v for k, v in handler.headers.items()}
-            self.requests.append(ReceivedRequest(handler.command, handler.path, headers, raw, parsed))
+            self.requests.append(
+                ReceivedRequest(handler.command, handler.path, headers, raw, parsed, handler.client_address[1])
+            )
             if self._queue:
                 response = self._queue.popleft()
             elif self.fallback is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -19,7 +21,7 @@ from anvia import (
     ModelUnavailableError,
     OpenAICompatibleModel,
 )
-from tests.anvia.chat_server import ChatServer, tool_call
+from tests.anvia.chat_server import ChatServer, completion, tool_call
 
 FAST_RETRY = {"retry-after-ms": "10"}
 
@@ -100,7 +102,8 @@ async def test_tool_call_round_trip_through_the_agent(server):
     assert system == {"role": "system", "content": "You answer questions about orders."}
     assert user == {"role": "user", "content": "Where is order A-1001?"}
     assert assistant["role"] == "assistant"
-    assert not assistant.get("content")
+    # A string, never null: llama.cpp's server refuses `"content": null` beside tool calls.
+    assert assistant["content"] == ""
     assert assistant["tool_calls"] == [
         {
             "id": "call_abc",
@@ -268,3 +271,194 @@ async def test_model_error_fails_the_run_and_emits_an_error_event(server):
     assert events[-1].data["kind"] == "ModelNotFoundError"
     assert "'nope'" in events[-1].data["message"]
     assert events[-1].run_id == error.state.run_id
+
+
+# ---------------------------------------------------------------------------------------------
+# Under every way the app runs a model: a new event loop per run (async_to_sync, as Celery's
+# threads and Studio do), several threads, plain asyncio.
+# ---------------------------------------------------------------------------------------------
+
+
+def _chatty_agent(server: ChatServer) -> anvia.Agent:
+    return anvia.Agent(name="support", instructions="Be brief.", model=model_for(server, max_retries=0))
+
+
+def test_one_model_serves_run_after_run_each_on_a_new_event_loop(server):
+    """The worker's way: one model object for the process, one ``async_to_sync`` loop per run.
+    A client bound to the first loop failed every second run with "Event loop is closed"."""
+    server.always(200, completion(text="Hi!"))
+    agent = _chatty_agent(server)
+
+    answers = [agent.prompt(f"Hello {n}?").send_sync().text for n in range(5)]
+    answers += [asyncio.run(agent.prompt("And with asyncio.run?").send()).text for _ in range(2)]
+
+    assert answers == ["Hi!"] * 7
+    assert len(server.requests) == 7
+
+
+def test_one_model_serves_runs_in_several_threads_at_once(server):
+    server.always(200, completion(text="Hi!"))
+    agent = _chatty_agent(server)
+    answers: list[str | None] = []
+    errors: list[BaseException] = []
+
+    def chat() -> None:
+        try:
+            for _ in range(3):
+                answers.append(agent.prompt("Hello?").send_sync().text)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=chat) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    assert answers == ["Hi!"] * 12
+
+
+def test_a_call_outside_a_run_works_on_any_loop(server):
+    server.always(200, completion(text="Hi!"))
+    model = model_for(server)
+
+    replies = [asyncio.run(model.complete(hello())).text for _ in range(3)]
+
+    assert replies == ["Hi!"] * 3
+
+
+async def test_the_calls_of_one_run_share_one_connection(server):
+    server.reply_completion(tool_calls=[tool_call("call_1", "lookup_order", {"order_id": "A-1"})])
+    server.reply_completion(text="Shipped.")
+    lookup = anvia.create_tool(
+        name="lookup_order", description="Look up.", input=LookupOrderInput, execute=lambda args: {"ok": True}
+    )
+    agent = anvia.Agent(name="support", instructions="Help.", model=model_for(server), tools=[lookup])
+
+    await agent.prompt("Where is A-1?").send()
+
+    first, second = server.requests
+    assert first.client_port == second.client_port
+
+
+# ---------------------------------------------------------------------------------------------
+# What real servers need on the wire.
+# ---------------------------------------------------------------------------------------------
+
+
+def _lookup_tool() -> anvia.Tool:
+    return anvia.create_tool(
+        name="lookup_order", description="Look up.", input=LookupOrderInput, execute=lambda args: {"ok": True}
+    )
+
+
+async def test_tool_choice_is_auto_unless_told_otherwise_and_absent_without_tools(server):
+    server.always(200, completion(text="Hi!"))
+
+    await (
+        anvia.Agent(name="a", instructions="Help.", model=model_for(server), tools=[_lookup_tool()]).prompt("x").send()
+    )
+    await anvia.Agent(name="b", instructions="Help.", model=model_for(server)).prompt("x").send()
+    await (
+        anvia.Agent(
+            name="c", instructions="Help.", model=model_for(server, tool_choice="required"), tools=[_lookup_tool()]
+        )
+        .prompt("x")
+        .send()
+    )
+
+    with_tools, without_tools, required = server.bodies
+    assert with_tools["tool_choice"] == "auto"
+    assert "tool_choice" not in without_tools
+    assert "tools" not in without_tools
+    assert required["tool_choice"] == "required"
+
+
+async def test_an_agent_may_force_a_named_tool_on_its_first_step_only(server):
+    server.reply_completion(tool_calls=[tool_call("call_1", "lookup_order", {"order_id": "A-1"})])
+    server.reply_completion(text="Shipped.")
+    agent = anvia.Agent(
+        name="support",
+        instructions="Help.",
+        model=model_for(server),
+        tools=[_lookup_tool()],
+        tool_choice=lambda state: "lookup_order" if state.step == 1 else "none",
+    )
+
+    response = await agent.prompt("Where is A-1?").send()
+
+    assert response.text == "Shipped."
+    first, second = server.bodies
+    assert first["tool_choice"] == {"type": "function", "function": {"name": "lookup_order"}}
+    assert second["tool_choice"] == "none"
+
+
+def test_a_tool_choice_that_names_no_tool_is_refused_when_the_agent_is_built():
+    with pytest.raises(ValueError, match="refund_order"):
+        anvia.Agent(
+            name="a", instructions="", model=anvia.OfflineModel(), tools=[_lookup_tool()], tool_choice="refund_order"
+        )
+
+
+async def test_temperature_seed_and_max_tokens_are_passed_through_when_set(server):
+    server.always(200, completion(text="Hi!"))
+
+    await model_for(server, temperature=0.0, seed=7, max_tokens=64).complete(hello())
+    await model_for(server).complete(hello())
+
+    tuned, plain = server.bodies
+    assert (tuned["temperature"], tuned["seed"], tuned["max_tokens"]) == (0.0, 7, 64)
+    assert not {"temperature", "seed", "max_tokens"} & set(plain)
+
+
+async def test_long_server_made_call_ids_are_kept_and_absurd_ones_replaced_consistently(server):
+    llama_id = "call__0_lookup_order_cmpl-37816154-ce7b-40ff-a234-43c10030218b"
+    absurd_id = "x" * 5000
+    server.reply_completion(
+        tool_calls=[
+            tool_call(llama_id, "lookup_order", {"order_id": "A-1"}),
+            tool_call(absurd_id, "lookup_order", {"order_id": "A-2"}),
+        ]
+    )
+    server.reply_completion(text="Both shipped.")
+    keys: list[str] = []
+
+    def lookup(args: LookupOrderInput, ctx: anvia.ToolContext) -> dict:
+        keys.append(ctx.idempotency_key)
+        return {"ok": True}
+
+    tool = anvia.create_tool(name="lookup_order", description="Look up.", input=LookupOrderInput, execute=lookup)
+    agent = anvia.Agent(name="support", instructions="Help.", model=model_for(server), tools=[tool])
+
+    response = await agent.prompt("Where are A-1 and A-2?", run_id="run-1").send()
+
+    kept, replaced = (c.call_id for c in response.tool_calls)
+    assert kept == llama_id
+    assert replaced.startswith("call_")
+    assert len(replaced) < 100
+    assert keys == [f"run-1:{llama_id}", f"run-1:{replaced}"]
+    assistant, first_result, second_result = server.bodies[1]["messages"][2:]
+    assert [c["id"] for c in assistant["tool_calls"]] == [llama_id, replaced]
+    assert [first_result["tool_call_id"], second_result["tool_call_id"]] == [llama_id, replaced]
+
+
+async def test_an_empty_reply_is_asked_again_once(server):
+    server.reply_completion(text="")
+    server.reply_completion(text="Hello there.")
+
+    response = await _chatty_agent(server).prompt("Hello?").send()
+
+    assert response.text == "Hello there."
+    assert len(server.requests) == 2
+    assert response.usage.model_calls == 2
+
+
+async def test_two_empty_replies_fail_the_run_with_a_clear_reason(server):
+    server.always(200, completion(text=""))
+
+    with pytest.raises(ModelResponseError, match="neither text nor a tool call") as caught:
+        await _chatty_agent(server).prompt("Hello?").send()
+
+    assert len(server.requests) == 2
+    assert caught.value.state.status == "failed"

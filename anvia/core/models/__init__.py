@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from anvia.core.models.base import ModelClient
+from anvia.core.models.base import ModelClient, model_session
 from anvia.core.models.offline import OfflineModel
 from anvia.core.models.openai_compatible import OpenAICompatibleModel
 
@@ -16,14 +16,26 @@ def create_model(
     api_key: str | None = None,
     timeout: float = 60.0,
     max_retries: int = 2,
+    tool_choice: str = "auto",
+    temperature: float | None = None,
+    seed: int | None = None,
+    max_tokens: int | None = None,
 ) -> ModelClient:
     """The model a setting names: ``offline`` (or nothing) for the offline demo model, else the
-    model name on an OpenAI-compatible server at ``base_url``."""
+    model name on an OpenAI-compatible server at ``base_url``, with these request options."""
     if (name or "").strip().lower() in OFFLINE_MODEL_NAMES:
         return OfflineModel()
     return OpenAICompatibleModel(
-        model=name, base_url=base_url or None, api_key=api_key, timeout=timeout, max_retries=max_retries
+        model=name,
+        base_url=base_url or None,
+        api_key=api_key,
+        timeout=timeout,
+        max_retries=max_retries,
+        tool_choice=tool_choice,
+        temperature=temperature,
+        seed=seed,
+        max_tokens=max_tokens,
     )
 
 
-__all__ = ["ModelClient", "OfflineModel", "OpenAICompatibleModel", "create_model"]
+__all__ = ["ModelClient", "OfflineModel", "OpenAICompatibleModel", "create_model", "model_session"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Protocol, runtime_checkable
 
 from anvia.core.messages import ModelReply, ModelRequest
@@ -16,3 +17,13 @@ class ModelClient(Protocol):
     async def complete(self, request: ModelRequest) -> ModelReply:
         """Answer one request; raise ``anvia.ModelError`` subclasses on failure."""
         ...
+
+
+def model_session(model: ModelClient) -> AbstractAsyncContextManager:
+    """The model's ``session()`` when it has one (calls inside share its connections), else nothing.
+
+    A client may keep resources bound to the running event loop only inside its session; the
+    agent opens one around each ``send()``, on the loop that runs it.
+    """
+    session = getattr(model, "session", None)
+    return session() if session is not None else nullcontext()

@@ -30,6 +30,8 @@ format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Studio is a local development tool (127.0.0.1, no login): Django's debug mode is fine there.
+studio: export DJANGO_DEBUG ?= true
 studio: $(INSTALLED)
 	$(PY) manage.py migrate --no-input -v 0
 	$(PY) manage.py seed_demo

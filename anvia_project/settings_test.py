@@ -2,6 +2,10 @@
 
 import os
 
+# DEBUG stays off, as in production (pytest-django would turn it off anyway); a key for the test
+# run only, set before the settings read it. Child processes (live server, workers) inherit it.
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-not-secret")
+
 from anvia_project.settings import *  # noqa: F403
 from anvia_project.settings import BASE_DIR, CELERY_BROKER_TRANSPORT_OPTIONS, CHANNEL_LAYERS, DATABASES
 
@@ -29,3 +33,10 @@ if CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis."):
             "CONFIG": {**CHANNEL_LAYERS["default"]["CONFIG"], "prefix": f"anvia-test-{_run}"},
         }
     }
+
+# Per process, and cleared before every test (tests/conftest.py): rate-limit counts must not leak
+# from one test into the next, nor between suites sharing a Redis.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Static files straight from the app folders, as they are: the suite never runs collectstatic.
+WHITENOISE_AUTOREFRESH = True

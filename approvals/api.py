@@ -24,7 +24,6 @@ from drf_spectacular.utils import (
 from rest_framework import generics, serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -315,8 +314,6 @@ class ApprovalDetailView(ReviewerAPIView, generics.RetrieveAPIView):
 
 
 class ApprovalDecisionView(ReviewerAPIView):
-    parser_classes = [JSONParser]
-
     @extend_schema(
         operation_id="approvals_decide",
         summary="Approve or reject an approval",

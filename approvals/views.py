@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
+from anvia_project.untrusted_json import UntrustedJSONError, json_loads_bounded
 from approvals.errors import ApprovalError
 from approvals.models import Approval
 from approvals.notifications import approval_summary
@@ -78,13 +79,9 @@ def _decide(request: HttpRequest, approval: Approval) -> HttpResponse:
     # Edits only mean something for an approval; a rejected call never runs, whatever its args.
     if approved and form["edited_args"].strip():
         try:
-            parsed = json.loads(form["edited_args"], parse_constant=_refuse_constant)
-        except ValueError as error:
-            problem = (
-                f"Not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})."
-                if isinstance(error, json.JSONDecodeError)
-                else f"Not valid JSON: {error}."
-            )
+            parsed = json_loads_bounded(form["edited_args"])
+        except UntrustedJSONError as error:
+            problem = str(error)
             return _render_detail(
                 request,
                 approval,
@@ -120,11 +117,6 @@ def _decide(request: HttpRequest, approval: Approval) -> HttpResponse:
     edited = " with edited arguments" if decided.edited_args is not None else ""
     messages.success(request, f"{verb} #{decided.pk} {decided.tool_name}{edited}.")
     return redirect("review:queue")
-
-
-def _refuse_constant(name: str) -> None:
-    # Python's json reads NaN and Infinity; JSON (and PostgreSQL's jsonb) has no such values.
-    raise ValueError(f"{name} is not a JSON value")
 
 
 def _pretty_json(value: Any) -> str:

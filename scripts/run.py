@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from local_secret_key import local_secret_key
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -20,6 +22,8 @@ PYTHON = sys.executable
 def main() -> int:
     os.chdir(ROOT)
     (ROOT / "var").mkdir(exist_ok=True)
+    # DEBUG is off unless DJANGO_DEBUG=true, and then Django needs a key: one made for this checkout.
+    os.environ.setdefault("DJANGO_SECRET_KEY", local_secret_key(ROOT / "var" / "secret_key"))
     # The Procfile's daphne and celery are the ones installed beside this Python (.venv/bin).
     os.environ["PATH"] = os.pathsep.join([str(Path(PYTHON).parent), os.environ.get("PATH", "")])
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "anvia_project.settings")

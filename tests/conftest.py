@@ -14,3 +14,11 @@ def redis_url() -> str:
     if not url:
         pytest.fail("REDIS_URL is unset: run the suite with `make test`, which starts an embedded Redis.")
     return url
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits() -> None:
+    """Rate-limit counts (the per-process cache of the test settings) start empty in every test."""
+    from django.core.cache import cache
+
+    cache.clear()

@@ -16,7 +16,6 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -30,7 +29,8 @@ from agents.selectors import (
     run_get,
     timeline_item,
 )
-from agents.services import MAX_MESSAGE_CHARS, conversation_create, conversation_post_message
+from agents.services import MAX_MESSAGE_CHARS, ConversationBusy, conversation_create, conversation_post_message
+from agents.throttles import MessagePostingThrottle, PostingTooFast
 
 # ---------------------------------------------------------------------------------------------
 # Serializers
@@ -220,8 +220,16 @@ class ConversationDetailView(APIView):
         return Response(ConversationDetailSerializer(_conversation_or_404(request, pk)).data)
 
 
+class ConversationBusyErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="The agent is still answering: wait for its answer.")
+    run_id = serializers.UUIDField(help_text="The run still open in this conversation.")
+
+
 class ConversationMessagesView(APIView):
-    parser_classes = [JSONParser]
+    throttle_classes = [MessagePostingThrottle]
+
+    def throttled(self, request: Request, wait: float | None) -> None:
+        raise PostingTooFast(wait)
 
     @extend_schema(
         operation_id="conversations_messages_create",
@@ -236,7 +244,16 @@ class ConversationMessagesView(APIView):
             400: OpenApiResponse(MessageContentErrorSerializer, description="`content` is missing, empty or too long."),
             403: FORBIDDEN,
             404: CONVERSATION_NOT_FOUND,
+            409: OpenApiResponse(
+                ConversationBusyErrorSerializer,
+                description="The conversation's last run has not finished (queued, running, waiting or suspended).",
+            ),
+            413: OpenApiResponse(ChatErrorSerializer, description="The body is larger than the API accepts."),
             415: OpenApiResponse(ChatErrorSerializer, description="The body is not JSON."),
+            429: OpenApiResponse(
+                ChatErrorSerializer,
+                description="Too many messages this minute; the `Retry-After` header says when to try again.",
+            ),
         },
         examples=[
             OpenApiExample("Ask for a refund", value={"content": "refund order A-1001, $150"}, request_only=True),
@@ -258,6 +275,8 @@ class ConversationMessagesView(APIView):
         body.is_valid(raise_exception=True)
         try:
             run = conversation_post_message(conversation=conversation, content=body.validated_data["content"])
+        except ConversationBusy as busy:
+            return Response({"detail": str(busy), "run_id": str(busy.run.pk)}, status=status.HTTP_409_CONFLICT)
         except ValueError as error:
             raise ValidationError({"content": [str(error)]}) from None
         return Response({"run_id": str(run.pk), "status": run.status}, status=status.HTTP_202_ACCEPTED)

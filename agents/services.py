@@ -49,7 +49,10 @@ def conversation_post_message(*, conversation: Conversation, content: str) -> Ag
         raise ValueError("The message is empty.")
     if len(content) > MAX_MESSAGE_CHARS:
         raise ValueError(f"The message is longer than {MAX_MESSAGE_CHARS} characters.")
+    if "\x00" in content:  # PostgreSQL cannot store it
+        raise ValueError("The message contains a NUL character (\\u0000); remove it and send again.")
     with transaction.atomic():
+        conversation_check_no_open_run(conversation=conversation)
         run = AgentRun.objects.create(
             conversation=conversation, user=conversation.user, agent_name=conversation.agent_name
         )
@@ -60,6 +63,29 @@ def conversation_post_message(*, conversation: Conversation, content: str) -> Ag
         transaction.on_commit(lambda: run_enqueue(run_id=run.pk))
     logger.info("run queued run=%s conversation=%s user=%s", run.pk, conversation.pk, conversation.user_id)
     return run
+
+
+class ConversationBusy(Exception):
+    """The conversation's last run has not finished; ``run`` is that run."""
+
+    def __init__(self, run: AgentRun):
+        self.run = run
+        super().__init__(
+            "The agent is still answering your last message. Wait for its answer before sending another, "
+            "or start a new conversation."
+        )
+
+
+def conversation_check_no_open_run(*, conversation: Conversation) -> None:
+    """One run at a time per conversation: raise ``ConversationBusy`` while one is not finished.
+
+    Call inside the transaction that creates the next run: the conversation's row stays locked
+    until it commits, so two messages posted at once cannot both pass.
+    """
+    list(Conversation.objects.select_for_update().filter(pk=conversation.pk).values_list("pk", flat=True))
+    open_run = conversation.runs.exclude(status__in=AgentRun.FINISHED).only("pk").order_by("-created_at").first()
+    if open_run is not None:
+        raise ConversationBusy(open_run)
 
 
 def run_enqueue(*, run_id) -> None:

@@ -22,7 +22,8 @@ from agents.selectors import (
     conversation_turns,
     run_error_visible_to,
 )
-from agents.services import MAX_MESSAGE_CHARS, conversation_create, conversation_post_message
+from agents.services import MAX_MESSAGE_CHARS, ConversationBusy, conversation_create, conversation_post_message
+from agents.throttles import PostingTooFast, message_posting_wait
 
 LIST_LIMIT = 200
 
@@ -54,8 +55,16 @@ def conversation_detail(request: HttpRequest, conversation_id: int) -> HttpRespo
         raise Http404("No such conversation.") from None
     if request.method == "POST":
         content = request.POST.get("content", "")
+        wait = message_posting_wait(request)
+        if wait is not None:
+            too_fast = PostingTooFast(wait)
+            response = _render_detail(request, conversation, content=content, error=str(too_fast.detail), status=429)
+            response["Retry-After"] = str(too_fast.wait)
+            return response
         try:
             conversation_post_message(conversation=conversation, content=content)
+        except ConversationBusy as busy:
+            return _render_detail(request, conversation, content=content, error=str(busy), status=409)
         except ValueError as error:
             return _render_detail(request, conversation, content=content, error=str(error), status=400)
         return redirect(reverse("chat:detail", args=[conversation.pk]) + "#chat-form")

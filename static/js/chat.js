@@ -249,6 +249,10 @@
     if (status === 400) return firstError(body) || "The message could not be sent. Check it and try again.";
     if (status === 401 || status === 403) return "Your session has ended. Reload the page and sign in again.";
     if (status === 404) return "This conversation no longer exists.";
+    // The server's sentence: "the agent is still answering…", "…too quickly. Wait 12 seconds…".
+    if (status === 409) return firstError(body) || "The agent is still answering your last message. Wait for its answer.";
+    if (status === 429) return firstError(body) || "You are sending messages too quickly. Wait a minute, then try again.";
+    if (status === 413) return "The message is too large to send.";
     return "The message could not be sent (the server answered " + status + "). Try again in a moment.";
   }
 

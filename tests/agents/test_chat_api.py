@@ -241,7 +241,7 @@ def test_the_schema_documents_the_chat_endpoints(client):
     assert set(paths["/api/conversations/"]) == {"get", "post"}
     assert set(paths["/api/conversations/{id}/"]["get"]["responses"]) == {"200", "403", "404"}
     post_message = paths["/api/conversations/{id}/messages/"]["post"]
-    assert set(post_message["responses"]) == {"202", "400", "403", "404", "415"}
+    assert set(post_message["responses"]) == {"202", "400", "403", "404", "409", "413", "415", "429"}
     assert set(paths["/api/runs/{id}/"]["get"]["responses"]) == {"200", "403", "404"}
     run = schema["components"]["schemas"]["Run"]["properties"]
     assert {"status", "error", "answer", "created_at", "started_at", "finished_at", "events"} <= set(run)

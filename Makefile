@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint format studio bench
+.PHONY: run test lint format studio bench model-server
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,3 +40,8 @@ studio: $(INSTALLED)
 bench: $(INSTALLED)
 	$(PY) bench/decision_latency.py
 	$(PY) bench/reviewer_fanout.py
+
+# A real OpenAI-compatible model server (llama.cpp, SmolLM2-135M) in the background; prints its URL.
+# Then: ANVIA_MODEL_SERVER_URL=<url> make test (the conformance suite), or run the app against it.
+model-server:
+	scripts/model_server.sh

@@ -7,6 +7,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from agents.selectors import conversation_owner_id, timeline_item
 from agents.services import conversation_group
+from anvia_project.socket_sessions import SessionBoundConsumer
 
 # Private-use close codes (4000-4999) mirroring HTTP 403 and 404, like the reviewer socket's.
 CLOSE_FORBIDDEN = 4403
@@ -24,10 +25,11 @@ def refusal_code(user, conversation_id: int) -> int | None:
     return None if owner_id == user.pk else CLOSE_FORBIDDEN
 
 
-class ConversationConsumer(AsyncJsonWebsocketConsumer):
+class ConversationConsumer(SessionBoundConsumer, AsyncJsonWebsocketConsumer):
     """Forwards ``run.event`` / ``run.finished`` / ``run.suspended`` to the conversation's owner.
 
-    The socket is one-way: messages are sent through the page or the API, never through it.
+    The socket is one-way: messages are sent through the page or the API, never through it. It
+    closes when the owner's session ends (at once on logout).
     """
 
     async def connect(self) -> None:
@@ -39,10 +41,12 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         self.group = conversation_group(conversation_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        await self.bind_to_session()
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.unbind_session()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs) -> None:
         """Ignore anything a client sends."""

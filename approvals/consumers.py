@@ -6,6 +6,7 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from anvia_project.socket_sessions import SessionBoundConsumer
 from approvals.notifications import REVIEWERS_GROUP
 from approvals.services import reviewer_can_decide
 
@@ -14,10 +15,12 @@ CLOSE_FORBIDDEN = 4403
 FORWARDED_TYPES = ("approval.created", "approval.decided", "approval.expired")
 
 
-class ReviewerConsumer(AsyncJsonWebsocketConsumer):
+class ReviewerConsumer(SessionBoundConsumer, AsyncJsonWebsocketConsumer):
     """Forwards ``approval.created`` / ``approval.decided`` / ``approval.expired`` to one reviewer.
 
-    The socket is one-way: reviewers decide through the pages, never through this socket.
+    The socket is one-way: reviewers decide through the pages, never through this socket. It
+    closes on logout at once, and within ``ANVIA_SOCKET_RECHECK_SECONDS`` when the reviewer's
+    session ends or they lose the permission.
     """
 
     async def dispatch(self, message: dict) -> None:
@@ -37,10 +40,15 @@ class ReviewerConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(REVIEWERS_GROUP, self.channel_name)
         self.joined = True
         await self.accept()
+        await self.bind_to_session()
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "joined", False):
             await self.channel_layer.group_discard(REVIEWERS_GROUP, self.channel_name)
+        await self.unbind_session()
+
+    def still_authorized(self, user) -> bool:
+        return reviewer_can_decide(user)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs) -> None:
         """Ignore anything a client sends."""

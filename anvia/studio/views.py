@@ -184,7 +184,7 @@ def _summary(batch: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
 def _json_body(request: HttpRequest) -> dict[str, Any] | HttpResponse:
     try:
         body = json.loads(request.body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # invalid JSON or text; nested thousands deep
         return JsonResponse({"error": "Send a JSON object."}, status=400)
     if not isinstance(body, dict):
         return JsonResponse({"error": "Send a JSON object."}, status=400)

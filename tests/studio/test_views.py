@@ -37,7 +37,7 @@ class Reply:
 
 def request(app, method: str, path: str, *, body=None, headers=(), host=HOST) -> Reply:
     async def send():
-        payload = json.dumps(body).encode() if body is not None else b""
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
         communicator = HttpCommunicator(app, method, path, body=payload, headers=[host, *headers])
         response = await communicator.get_response(timeout=10)
         await communicator.wait(10)
@@ -162,6 +162,8 @@ def test_bad_requests_name_what_is_wrong(app_for, alice):
     assert request(app, "GET", "/api/approvals").json()["pending"] == []
     assert request(app, "GET", "/api/chats/999").status == 404
     assert request(app, "POST", "/api/approvals").status == 405
+    deep = browser.post("/api/chats", b'{"message": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+    assert (deep.status, deep.json()) == (400, {"error": "Send a JSON object."})
 
 
 def test_the_event_stream_names_the_chat_that_changed(app_for, alice):

@@ -9,6 +9,10 @@ a dev server's group messages to the bench's sockets, or the bench's to theirs.
 from __future__ import annotations
 
 import os
+import secrets
+
+# DEBUG is off by default, so the settings need a key; child processes (daphne) inherit this one.
+os.environ.setdefault("DJANGO_SECRET_KEY", "bench-" + secrets.token_hex(16))
 
 from anvia_project.settings import *  # noqa: F403
 from anvia_project.settings import REDIS_MAX_CONNECTIONS, REDIS_URL

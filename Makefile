@@ -9,9 +9,10 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: run test lint format studio bench model-server
 
-$(INSTALLED): requirements.txt requirements-dev.txt
+$(INSTALLED): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "is ignored: it is neither" || true
 	$(PY) -c "import django, channels, celery, playwright"
 	touch $(INSTALLED)
 
@@ -25,6 +26,7 @@ test: $(INSTALLED)
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports  # the layers of DESIGN.md: [tool.importlinter] in pyproject.toml
 
 format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix .

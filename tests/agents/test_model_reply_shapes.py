@@ -99,7 +99,9 @@ def test_one_empty_reply_is_asked_again_and_the_customer_gets_the_answer(alice, 
 
 
 @pytest.mark.parametrize(("is_staff", "sees_error"), [(True, True), (False, False)], ids=["staff", "customer"])
-def test_a_failed_runs_technical_error_is_shown_to_staff_only(no_enqueue, scripted_support, client, is_staff, sees_error):
+def test_a_failed_runs_technical_error_is_shown_to_staff_only(
+    no_enqueue, scripted_support, client, is_staff, sees_error
+):
     user = UserFactory(username="asker", is_staff=is_staff)
     scripted_support([ModelReply(text=""), ModelReply(text="")])
     run = ask(user, "hello")

@@ -165,6 +165,8 @@ ANVIA_MODEL_MAX_TOKENS = env.int("ANVIA_MODEL_MAX_TOKENS", default=None)
 ANVIA_AGENTS = env.list("ANVIA_AGENTS", default=["agents.support.support_agent"])
 # "redis" in production; "memory" for a single process (Studio, some tests).
 ANVIA_DECISION_CHANNEL = env.str("ANVIA_DECISION_CHANNEL", default="redis")
+# Decision wake-up keys are "<prefix>:approval:<id>": give each app sharing one Redis its own prefix.
+ANVIA_REDIS_KEY_PREFIX = env.str("ANVIA_REDIS_KEY_PREFIX", default="anvia")
 ANVIA_APPROVAL_TTL_HOURS = env.float("ANVIA_APPROVAL_TTL_HOURS", default=24.0)
 ANVIA_APPROVAL_BLOCK_SECONDS = env.float("ANVIA_APPROVAL_BLOCK_SECONDS", default=30.0)
 # Per worker process, how many runs may block on a decision at once; the rest suspend at once,

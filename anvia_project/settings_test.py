@@ -24,6 +24,9 @@ else:
 # every broker key (queues, unacked, pidbox) of this run carries its own prefix.
 CELERY_BROKER_TRANSPORT_OPTIONS = {**CELERY_BROKER_TRANSPORT_OPTIONS, "global_keyprefix": f"anvia-test-{_run}:"}
 
+# Approval ids restart with every test database: a run's decision wake-ups get keys of its own.
+ANVIA_REDIS_KEY_PREFIX = f"anvia-test-{_run}"
+
 # Redis pub/sub ignores the database number: without a prefix of its own, a run would hear another
 # run's reviewer broadcasts. Subprocesses (live server, workers) share the prefix via ANVIA_TEST_RUN.
 if CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis."):

@@ -69,8 +69,18 @@ class InProcessDecisionChannel:
 class RedisDecisionChannel:
     """Across processes: the decider LPUSHes a token with an expiry; the waiter BLPOPs in slices."""
 
-    def __init__(self, url: str, *, max_connections: int = 2000, slice_seconds: float = WAIT_SLICE_SECONDS):
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int = 2000,
+        slice_seconds: float = WAIT_SLICE_SECONDS,
+        key_prefix: str = "anvia",
+    ):
         self.slice_seconds = slice_seconds
+        # Approval ids are per database: apps (or test runs) sharing one Redis need their own keys,
+        # else one wakes the other's waiter and leaves stray tokens behind.
+        self.key_prefix = key_prefix
         self.client = redis.Redis.from_url(
             url,
             max_connections=max_connections,
@@ -79,9 +89,8 @@ class RedisDecisionChannel:
             health_check_interval=30,
         )
 
-    @staticmethod
-    def key(approval_id: int) -> str:
-        return f"anvia:approval:{approval_id}"
+    def key(self, approval_id: int) -> str:
+        return f"{self.key_prefix}:approval:{approval_id}"
 
     def publish(self, approval_id: int) -> None:
         key = self.key(approval_id)
@@ -111,5 +120,9 @@ def get_decision_channel() -> DecisionChannel:
     if kind == "memory":
         return InProcessDecisionChannel()
     if kind == "redis":
-        return RedisDecisionChannel(settings.REDIS_URL, max_connections=settings.REDIS_MAX_CONNECTIONS)
+        return RedisDecisionChannel(
+            settings.REDIS_URL,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            key_prefix=settings.ANVIA_REDIS_KEY_PREFIX,
+        )
     raise ValueError(f"ANVIA_DECISION_CHANNEL must be 'redis' or 'memory', not {kind!r}.")

@@ -209,7 +209,7 @@ def test_twenty_reviewers_deciding_at_once_give_one_decision_and_one_wake_up(red
         assert row.decided_by == wins[0].decided_by
         assert row.decision_reason == wins[0].decided_by.username
         assert ApprovalEvent.objects.filter(approval=approval, kind="decided").count() == 1
-        assert wake_ups.llen(RedisDecisionChannel.key(approval.pk)) == 1
+        assert wake_ups.llen(get_decision_channel().key(approval.pk)) == 1
 
 
 @pytest.mark.django_db(transaction=True)

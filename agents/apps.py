@@ -21,6 +21,7 @@ def _resume_after_decision(sender, approval, **kwargs):
 
 def _recover_on_worker_start(sender=None, **kwargs):
     # A worker that died mid-run left its runs leased; pick them up as soon as one starts again.
-    from agents.tasks import recover_orphaned_runs
+    from agents.tasks import recover_orphaned_runs, requeue_stale_runs
 
     recover_orphaned_runs.delay()
+    requeue_stale_runs.delay()

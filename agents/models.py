@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
@@ -21,6 +22,34 @@ class Conversation(models.Model):
 
     def __str__(self) -> str:
         return self.title or f"Conversation {self.pk}"
+
+
+class AgentRunQuerySet(models.QuerySet):
+    """Which runs a worker may take, which are orphaned, and which one a worker still holds.
+
+    The rules of the run lease live here and nowhere else (README "Agent runs").
+    """
+
+    def claimable(self, now: datetime) -> AgentRunQuerySet:
+        """Queued, suspended, or active under a lease that ran out (its worker died or stalled)."""
+        return self.filter(
+            Q(status__in=[AgentRun.Status.QUEUED, AgentRun.Status.SUSPENDED])
+            | Q(status__in=AgentRun.ACTIVE, lease_expires_at__lt=now)
+        )
+
+    def orphaned(self, now: datetime) -> AgentRunQuerySet:
+        """Active runs whose worker stopped renewing the lease: a live worker renews it every
+        ``ANVIA_RUN_HEARTBEAT_SECONDS``, even while a model call or a tool runs."""
+        return self.filter(status__in=AgentRun.ACTIVE, lease_expires_at__lt=now)
+
+    def held(self, run_id, attempt: int) -> AgentRunQuerySet:
+        """The run, only while the worker that claimed it as ``attempt`` still holds it: the fence.
+
+        Every write of a worker for a run is ``UPDATE ... WHERE id = run AND attempts = attempt``
+        (or starts with one, in the same transaction); a claim by another worker bumps
+        ``attempts``, so the old worker's writes then match nothing.
+        """
+        return self.filter(pk=run_id, attempts=attempt, status__in=AgentRun.ACTIVE)
 
 
 class AgentRun(models.Model):
@@ -44,14 +73,24 @@ class AgentRun(models.Model):
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED)
     state = models.JSONField(null=True, blank=True, help_text="The framework's RunState, saved at each checkpoint.")
     error = models.TextField(blank=True)
-    # A worker holds the run while it works on it; a lease that ran out means the worker died.
+    # A worker holds the run while it works on it, renewing the lease on a heartbeat; a lease that
+    # ran out means the worker died or stalled.
     lease_owner = models.CharField(max_length=64, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="How many times a worker claimed the run; also the lease's fencing token."
+    )
+    interrupted_attempts = models.PositiveIntegerField(
+        default=0,
+        help_text="Claims whose worker stopped before a clean end (died, stalled, lost the lease); "
+        "at ANVIA_RUN_MAX_ATTEMPTS the run fails.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     suspended_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AgentRunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

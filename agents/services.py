@@ -9,11 +9,12 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.db.models import Case, F, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from agents.leases import Lease, LeaseLost, keeper, lease_expiry
 from agents.models import AgentRun, Conversation, Message, RunEvent
 from agents.registry import get_agent
 from anvia import AgentRunError, Event, ModelError, RunState, ToolExecutionError
@@ -21,12 +22,22 @@ from anvia import Message as ModelMessage
 from anvia_project.channel_layer import group_send
 from approvals.hooks import approval_hook
 from approvals.models import Approval
-from approvals.services import approval_record_call_outcome
+from approvals.services import approval_record_call_outcome, approvals_cancel_for_run
 
 logger = logging.getLogger("anvia.runs")
 
 MAX_MESSAGE_CHARS = 4000
 HISTORY_MESSAGES = 20
+MAX_ERROR_CHARS = 4000
+
+
+class RunStateRefused(Exception):
+    """The database would not store the run's state (e.g. a NUL character in PostgreSQL's jsonb)."""
+
+
+class RunAttemptsExhausted(Exception):
+    """The run's workers stopped ``ANVIA_RUN_MAX_ATTEMPTS`` times before it ended."""
+
 
 # Blocked runs hold a worker thread each. Past this many per worker process a run suspends at
 # once instead, so new chats always find a free thread (see README "Agent runs").
@@ -94,23 +105,24 @@ def run_enqueue(*, run_id) -> None:
     run_agent.delay(str(run_id))
 
 
-def _lease_seconds() -> float:
-    return settings.ANVIA_APPROVAL_BLOCK_SECONDS + settings.ANVIA_RUN_LEASE_GRACE_SECONDS
-
-
 def run_claim(*, run_id, owner: str) -> AgentRun | None:
-    """Take the run for this worker: queued, suspended, or held by a worker whose lease ran out."""
+    """Take the run for this worker (``AgentRun.objects.claimable``), as a new attempt: the
+    bumped ``attempts`` is this worker's fencing token. Taking over an active run whose lease
+    ran out counts the previous attempt as interrupted."""
     now = timezone.now()
-    claimable = Q(status__in=[AgentRun.Status.QUEUED, AgentRun.Status.SUSPENDED]) | Q(
-        status__in=AgentRun.ACTIVE, lease_expires_at__lt=now
-    )
-    claimed = AgentRun.objects.filter(claimable, pk=run_id).update(
-        status=AgentRun.Status.RUNNING,
-        lease_owner=owner,
-        lease_expires_at=now + timedelta(seconds=_lease_seconds()),
-        attempts=F("attempts") + 1,
-        started_at=Coalesce(F("started_at"), now),
-        error="",
+    claimed = (
+        AgentRun.objects.claimable(now)
+        .filter(pk=run_id)
+        .update(
+            status=AgentRun.Status.RUNNING,
+            lease_owner=owner,
+            lease_expires_at=lease_expiry(),
+            attempts=F("attempts") + 1,
+            interrupted_attempts=F("interrupted_attempts")
+            + Case(When(status__in=AgentRun.ACTIVE, then=Value(1)), default=Value(0)),
+            started_at=Coalesce(F("started_at"), now),
+            error="",
+        )
     )
     if not claimed:
         return None
@@ -118,39 +130,47 @@ def run_claim(*, run_id, owner: str) -> AgentRun | None:
 
 
 class RunRecorder:
-    """Saves a run's checkpoints and events, keeps its lease, and streams events to the chat."""
+    """Saves a run's checkpoints and events and streams events to the chat, every write fenced
+    on the lease: once another worker has taken the run, nothing more is written."""
 
-    def __init__(self, run: AgentRun, owner: str):
+    def __init__(self, run: AgentRun, lease: Lease):
         self.run = run
-        self.owner = owner
+        self.lease = lease
         self.group = conversation_group(run.conversation_id)
 
-    def _held(self):
-        return AgentRun.objects.filter(pk=self.run.pk, lease_owner=self.owner)
-
     def checkpoint(self, state: RunState) -> None:
-        lease = timezone.now() + timedelta(seconds=_lease_seconds())
-        self._held().update(state=state.model_dump(mode="json"), lease_expires_at=lease)
+        """Save the state. The framework checkpoints before every tool it runs, so this is also
+        the fence on starting a tool: a worker that lost the run raises ``LeaseLost`` here."""
+        try:
+            with self.lease.fenced(state=state.model_dump(mode="json")):
+                pass
+        except (LeaseLost, OperationalError, InterfaceError):
+            raise
+        except DatabaseError as error:
+            raise RunStateRefused(f"The database refused to save the run's state: {error}") from error
 
     def event(self, event: Event) -> None:
         status = {
             "approval_requested": AgentRun.Status.WAITING_FOR_APPROVAL,
             "approval_decided": AgentRun.Status.RUNNING,
         }.get(event.type)
-        if status:
-            self._held().update(status=status)
-            logger.info("run status run=%s status=%s call=%s", self.run.pk, status, event.data.get("call_id"))
         data = event.data
         if event.type == "error":
             # The technical message (hosts, stack details) stays in AgentRun.error, for staff only.
             data = {"kind": data.get("kind")}
-        RunEvent.objects.create(run_id=self.run.pk, type=event.type, data=data)
-        if event.type == "tool_result" and event.data.get("requires_approval"):
-            approval_record_call_outcome(
-                run_id=str(self.run.pk),
-                call_id=event.data["call_id"],
-                outcome={key: event.data.get(key) for key in ("outcome", "result", "message")},
-            )
+        try:
+            with self.lease.fenced(**({"status": status} if status else {})):
+                RunEvent.objects.create(run_id=self.run.pk, type=event.type, data=data)
+                if event.type == "tool_result" and event.data.get("requires_approval"):
+                    approval_record_call_outcome(
+                        run_id=str(self.run.pk),
+                        call_id=event.data["call_id"],
+                        outcome={key: event.data.get(key) for key in ("outcome", "result", "message")},
+                    )
+        except LeaseLost:
+            return  # logged once by the lease; the next checkpoint stops the run
+        if status:
+            logger.info("run status run=%s status=%s call=%s", self.run.pk, status, event.data.get("call_id"))
         self.publish({"type": "run.event", "run_id": str(self.run.pk), "event": event.type, "data": data})
 
     def publish(self, message: dict) -> None:
@@ -172,29 +192,68 @@ def _blocking_budget():
 
 
 def run_execute(*, run_id, owner: str | None = None) -> AgentRun | None:
-    """Run (or resume) the agent for this run until it answers, fails, or suspends."""
+    """Run (or resume) the agent for this run until it answers, fails, or suspends.
+
+    ``None`` when the run was not this worker's to take, or another worker took it over meanwhile.
+    Any exception ends the run ``failed`` with the reason in ``AgentRun.error``, except a lost
+    database connection: that attempt is interrupted and the run retried once its lease runs out,
+    up to ``ANVIA_RUN_MAX_ATTEMPTS``.
+    """
     owner = owner or uuid.uuid4().hex
     run = run_claim(run_id=run_id, owner=owner)
     if run is None:
         logger.info("run skipped run=%s: finished or held by a live worker", run_id)
         return None
-    logger.info("run claimed run=%s owner=%s attempt=%s resumed=%s", run.pk, owner, run.attempts, bool(run.state))
-    agent = get_agent(run.agent_name)
-    recorder = RunRecorder(run, owner)
-    with _blocking_budget() as block_seconds:
-        hook = approval_hook(
-            user=run.user, conversation_id=run.conversation_id, agent_name=agent.name, block_seconds=block_seconds
-        )
-        request = agent.resume(run.state) if run.state else _first_prompt(agent, run)
+    logger.info(
+        "run claimed run=%s owner=%s attempt=%s interrupted_before=%s resumed=%s",
+        run.pk,
+        owner,
+        run.attempts,
+        run.interrupted_attempts,
+        bool(run.state),
+    )
+    lease = Lease(run_id=run.pk, attempt=run.attempts, owner=owner)
+    recorder = RunRecorder(run, lease)
+    with keeper.holding(lease):
         try:
+            if run.interrupted_attempts >= settings.ANVIA_RUN_MAX_ATTEMPTS:
+                return run_fail(run=run, recorder=recorder, error=_attempts_exhausted(run))
+            return _run_agent(run, recorder)
+        except LeaseLost:
+            logger.warning("run stopped run=%s attempt=%s owner=%s: lease lost", run.pk, run.attempts, owner)
+            return None
+
+
+def _run_agent(run: AgentRun, recorder: RunRecorder) -> AgentRun:
+    try:
+        agent = get_agent(run.agent_name)
+        with _blocking_budget() as block_seconds:
+            hook = approval_hook(
+                user=run.user, conversation_id=run.conversation_id, agent_name=agent.name, block_seconds=block_seconds
+            )
+            request = agent.resume(run.state) if run.state else _first_prompt(agent, run)
             response = (
                 request.request_hook(hook).on_event(recorder.event).on_checkpoint(recorder.checkpoint).send_sync()
             )
-        except AgentRunError as error:
-            return run_fail(run=run, recorder=recorder, error=error)
+    except (LeaseLost, OperationalError, InterfaceError):
+        raise
+    except Exception as error:
+        # A poison run (arguments nested too deep, a state the database refuses, a bug) fails
+        # here, once, instead of being retried after every lease.
+        if not isinstance(error, AgentRunError | RunStateRefused):
+            logger.exception("run raised run=%s", run.pk)
+        return run_fail(run=run, recorder=recorder, error=error)
     if response.suspended:
         return run_suspend(run=run, recorder=recorder)
     return run_succeed(run=run, recorder=recorder, text=response.text or "")
+
+
+def _attempts_exhausted(run: AgentRun) -> RunAttemptsExhausted:
+    return RunAttemptsExhausted(
+        f"Gave up after {run.interrupted_attempts} attempts: each time, the worker running it stopped before "
+        f"the run ended (it crashed, was killed, stalled past its lease, or lost its database connection). "
+        f"The limit is ANVIA_RUN_MAX_ATTEMPTS={settings.ANVIA_RUN_MAX_ATTEMPTS}."
+    )
 
 
 def _first_prompt(agent, run: AgentRun):
@@ -211,10 +270,9 @@ def _first_prompt(agent, run: AgentRun):
 
 
 def run_succeed(*, run: AgentRun, recorder: RunRecorder, text: str) -> AgentRun:
-    with transaction.atomic():
-        AgentRun.objects.filter(pk=run.pk).update(
-            status=AgentRun.Status.SUCCEEDED, finished_at=timezone.now(), lease_owner="", lease_expires_at=None
-        )
+    with recorder.lease.fenced(
+        status=AgentRun.Status.SUCCEEDED, finished_at=timezone.now(), lease_owner="", lease_expires_at=None
+    ):
         Message.objects.get_or_create(
             run=run, role=Message.Role.ASSISTANT, defaults={"conversation_id": run.conversation_id, "content": text}
         )
@@ -224,21 +282,32 @@ def run_succeed(*, run: AgentRun, recorder: RunRecorder, text: str) -> AgentRun:
 
 
 def run_fail(*, run: AgentRun, recorder: RunRecorder, error: Exception) -> AgentRun:
+    """End the run ``failed``: the reason for staff in ``AgentRun.error``, plain words for the
+    customer, and its pending approvals cancelled (nobody will act on them)."""
     text = customer_error_text(error)
-    with transaction.atomic():
-        AgentRun.objects.filter(pk=run.pk).update(
-            status=AgentRun.Status.FAILED,
-            error=str(error),
-            finished_at=timezone.now(),
-            lease_owner="",
-            lease_expires_at=None,
-        )
+    reason = staff_error_text(error)
+    with recorder.lease.fenced(
+        status=AgentRun.Status.FAILED, error=reason, finished_at=timezone.now(), lease_owner="", lease_expires_at=None
+    ):
         Message.objects.get_or_create(
             run=run, role=Message.Role.ASSISTANT, defaults={"conversation_id": run.conversation_id, "content": text}
         )
+        cancelled = approvals_cancel_for_run(run_id=str(run.pk), reason=f"The agent run failed: {reason}")
     recorder.publish({"type": "run.finished", "run_id": str(run.pk), "status": "failed", "text": text})
-    logger.warning("run failed run=%s error=%s", run.pk, error)
+    logger.warning("run failed run=%s approvals_cancelled=%s error=%s", run.pk, cancelled, reason)
     return AgentRun.objects.get(pk=run.pk)
+
+
+def staff_error_text(error: Exception) -> str:
+    """What went wrong, for ``AgentRun.error``: the framework's and this module's own errors say
+    it in words; anything else is named with its type. NUL characters (which PostgreSQL refuses)
+    are shown escaped."""
+    if isinstance(error, AgentRunError | RunStateRefused | RunAttemptsExhausted):
+        text = str(error)
+    else:
+        text = f"The run stopped on an unexpected error: {type(error).__name__}: {error}"
+    text = text.replace("\x00", "\\x00")
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
 def customer_error_text(error: Exception) -> str:
@@ -255,9 +324,10 @@ def customer_error_text(error: Exception) -> str:
 def run_suspend(*, run: AgentRun, recorder: RunRecorder) -> AgentRun:
     """Free the worker; the decision resumes the run. Re-check, so a decision that landed while
     we were suspending is not left waiting for a wake-up that already happened."""
-    AgentRun.objects.filter(pk=run.pk).update(
+    with recorder.lease.fenced(
         status=AgentRun.Status.SUSPENDED, suspended_at=timezone.now(), lease_owner="", lease_expires_at=None
-    )
+    ):
+        pass
     recorder.publish({"type": "run.suspended", "run_id": str(run.pk)})
     logger.info("run suspended run=%s", run.pk)
     state = AgentRun.objects.values_list("state", flat=True).get(pk=run.pk)
@@ -276,9 +346,9 @@ def run_resume_after_decision(*, approval: Approval) -> bool:
         run_id = uuid.UUID(approval.run_id)
     except ValueError:
         return False  # not a run of this app (Studio, a hand-written hook)
-    now = timezone.now()
-    resumable = Q(status=AgentRun.Status.SUSPENDED) | Q(status__in=AgentRun.ACTIVE, lease_expires_at__lt=now)
-    if not AgentRun.objects.filter(resumable, pk=run_id).exists():
+    # A queued run is taken anyway; a live worker's run gets the decision through the channel.
+    resumable = AgentRun.objects.claimable(timezone.now()).exclude(status=AgentRun.Status.QUEUED)
+    if not resumable.filter(pk=run_id).exists():
         logger.info("run resume not queued run=%s approval=%s: finished or held by a live worker", run_id, approval.pk)
         return False
     run_enqueue(run_id=run_id)
@@ -287,17 +357,28 @@ def run_resume_after_decision(*, approval: Approval) -> bool:
 
 
 def runs_recover_orphaned() -> int:
-    """Queue again the runs whose worker died (lease ran out) and queued runs nobody took."""
-    now = timezone.now()
-    orphaned = AgentRun.objects.filter(status__in=AgentRun.ACTIVE, lease_expires_at__lt=now).values_list(
-        "pk", flat=True
-    )
-    stale_queued = AgentRun.objects.filter(
-        status=AgentRun.Status.QUEUED, created_at__lt=now - timedelta(seconds=settings.ANVIA_RUN_LEASE_GRACE_SECONDS)
-    ).values_list("pk", flat=True)
-    run_ids = [*orphaned, *stale_queued]
+    """Queue again the runs whose worker died or stalled (``AgentRun.objects.orphaned``).
+
+    Beat runs this every ``ANVIA_RUN_SWEEP_SECONDS`` and every worker on start. An orphan is
+    queued on each sweep until a worker claims it; the extra messages find nothing to claim.
+    """
+    run_ids = list(AgentRun.objects.orphaned(timezone.now()).values_list("pk", flat=True))
     for run_id in run_ids:
         run_enqueue(run_id=run_id)
     if run_ids:
         logger.warning("runs recovered count=%s ids=%s", len(run_ids), [str(r) for r in run_ids])
+    return len(run_ids)
+
+
+def runs_requeue_stale() -> int:
+    """Queue again the runs still queued ``ANVIA_RUN_QUEUED_RETRY_SECONDS`` after they were posted
+    (their message may never have reached the broker). Beat, every minute, and worker start."""
+    since = timezone.now() - timedelta(seconds=settings.ANVIA_RUN_QUEUED_RETRY_SECONDS)
+    run_ids = list(
+        AgentRun.objects.filter(status=AgentRun.Status.QUEUED, created_at__lt=since).values_list("pk", flat=True)
+    )
+    for run_id in run_ids:
+        run_enqueue(run_id=run_id)
+    if run_ids:
+        logger.warning("runs requeued count=%s ids=%s", len(run_ids), [str(r) for r in run_ids])
     return len(run_ids)

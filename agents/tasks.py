@@ -4,7 +4,7 @@ import uuid
 
 from celery import shared_task
 
-from agents.services import run_execute, runs_recover_orphaned
+from agents.services import run_execute, runs_recover_orphaned, runs_requeue_stale
 
 
 def lease_owner(hostname: str | None) -> str:
@@ -20,3 +20,8 @@ def run_agent(self, run_id: str) -> None:
 @shared_task(name="agents.tasks.recover_orphaned_runs")
 def recover_orphaned_runs() -> int:
     return runs_recover_orphaned()
+
+
+@shared_task(name="agents.tasks.requeue_stale_runs")
+def requeue_stale_runs() -> int:
+    return runs_requeue_stale()

@@ -142,10 +142,11 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"agents.tasks.*": {"queue": "agents"}}
-CELERY_BEAT_SCHEDULE = {
-    "expire-overdue-approvals": {"task": "approvals.expire_overdue", "schedule": 60.0},
-    "recover-orphaned-runs": {"task": "agents.tasks.recover_orphaned_runs", "schedule": 30.0},
+CELERY_TASK_ROUTES = {
+    # The sweeps must not wait behind a backlog of chats on the agents queue.
+    "agents.tasks.recover_orphaned_runs": {"queue": "default"},
+    "agents.tasks.requeue_stale_runs": {"queue": "default"},
+    "agents.tasks.*": {"queue": "agents"},
 }
 
 # The agent framework and the approval runtime.
@@ -172,8 +173,31 @@ ANVIA_APPROVAL_BLOCK_SECONDS = env.float("ANVIA_APPROVAL_BLOCK_SECONDS", default
 # Per worker process, how many runs may block on a decision at once; the rest suspend at once,
 # so the other threads of the agents pool stay free for new chats.
 ANVIA_MAX_BLOCKED_RUNS = env.int("ANVIA_MAX_BLOCKED_RUNS", default=8)
-# A worker's hold on a run lasts the block budget plus this; past it the run counts as orphaned.
-ANVIA_RUN_LEASE_GRACE_SECONDS = env.float("ANVIA_RUN_LEASE_GRACE_SECONDS", default=120.0)
+# A worker holds each run it works on under a lease, renewed by a heartbeat thread while the model
+# or a tool runs; a lease not renewed for ANVIA_RUN_LEASE_SECONDS means the worker died or stalled,
+# and the orphan sweep (beat, every ANVIA_RUN_SWEEP_SECONDS) hands the run to another worker:
+# a dead worker's run resumes within lease + sweep (12 s) of its death (README "Agent runs").
+ANVIA_RUN_LEASE_SECONDS = env.float("ANVIA_RUN_LEASE_SECONDS", default=10.0)
+ANVIA_RUN_HEARTBEAT_SECONDS = env.float("ANVIA_RUN_HEARTBEAT_SECONDS", default=3.0)
+ANVIA_RUN_SWEEP_SECONDS = env.float("ANVIA_RUN_SWEEP_SECONDS", default=2.0)
+if ANVIA_RUN_HEARTBEAT_SECONDS * 2 > ANVIA_RUN_LEASE_SECONDS:
+    raise environ.ImproperlyConfigured(
+        "ANVIA_RUN_HEARTBEAT_SECONDS must be at most half of ANVIA_RUN_LEASE_SECONDS, "
+        "so one late heartbeat does not hand a live worker's run to another."
+    )
+# A run whose workers stopped this many times without a clean end fails; its pending approvals are cancelled.
+ANVIA_RUN_MAX_ATTEMPTS = env.int("ANVIA_RUN_MAX_ATTEMPTS", default=5)
+# A run still queued this long after it was posted is queued again (its message may have been lost).
+ANVIA_RUN_QUEUED_RETRY_SECONDS = env.float("ANVIA_RUN_QUEUED_RETRY_SECONDS", default=120.0)
+# Past this many pending approvals asked for by one user, a protected call is not put to reviewers:
+# the model is told so instead.
+ANVIA_APPROVAL_MAX_PENDING_PER_USER = env.int("ANVIA_APPROVAL_MAX_PENDING_PER_USER", default=20)
+
+CELERY_BEAT_SCHEDULE = {
+    "expire-overdue-approvals": {"task": "approvals.expire_overdue", "schedule": 60.0},
+    "recover-orphaned-runs": {"task": "agents.tasks.recover_orphaned_runs", "schedule": ANVIA_RUN_SWEEP_SECONDS},
+    "requeue-stale-runs": {"task": "agents.tasks.requeue_stale_runs", "schedule": 60.0},
+}
 
 # Limits on what one customer can ask of the workers (README "Configuration").
 ANVIA_CHAT_MESSAGES_PER_MINUTE = env.int("ANVIA_CHAT_MESSAGES_PER_MINUTE", default=10)

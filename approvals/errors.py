@@ -39,3 +39,16 @@ class InvalidEditedArgs(ApprovalError):
     def __init__(self, message: str, fields: dict[str, str]):
         super().__init__(message)
         self.fields = fields
+
+
+class ApprovalMismatch(ApprovalError):
+    """The approval on record for this run + call id was asked for another call (another tool or
+    other arguments): its decision must not act on this one."""
+
+    status_code = 409
+
+
+class TooManyPendingApprovals(ApprovalError):
+    """The user already has ``ANVIA_APPROVAL_MAX_PENDING_PER_USER`` approvals waiting for a reviewer."""
+
+    status_code = 429

@@ -8,8 +8,9 @@ from typing import Any
 from django.conf import settings
 
 from anvia import Hook, ToolCall, create_hook
+from approvals.errors import ApprovalMismatch, TooManyPendingApprovals
 from approvals.models import Approval
-from approvals.services import ApprovalRequest, Decision, args_hash, wait_for_decision
+from approvals.services import ApprovalRequest, Decision, approval_call_mismatch, wait_for_decision
 
 EXCERPT_MESSAGES = 10
 
@@ -26,7 +27,9 @@ def approval_hook(
     Approved: the tool runs, with the reviewer's edited args if any. Rejected or expired: the
     model gets the tool's ``reject_message`` and the reviewer's reason. Still pending after
     ``block_seconds`` (``None``: ``ANVIA_APPROVAL_BLOCK_SECONDS``): the run suspends, to be
-    resumed when the decision lands.
+    resumed when the decision lands. Not run, and the model told why: a call whose id names an
+    approval asked for another call (``MISMATCH_MESSAGE``), and a call of a user who already has
+    ``ANVIA_APPROVAL_MAX_PENDING_PER_USER`` requests waiting.
     """
     budget = settings.ANVIA_APPROVAL_BLOCK_SECONDS if block_seconds is None else block_seconds
 
@@ -34,7 +37,12 @@ def approval_hook(
         if not call.requires_approval:
             return None
         request = approval_request_for(call, user=user, conversation_id=conversation_id, agent_name=agent_name)
-        decision = wait_for_decision(request=request, timeout=budget)
+        try:
+            decision = wait_for_decision(request=request, timeout=budget)
+        except ApprovalMismatch as mismatch:
+            return call.tool.skip(mismatch_message(str(mismatch)))
+        except TooManyPendingApprovals as refused:
+            return call.tool.skip(str(refused))
         if decision is None:
             return call.tool.suspend(f"waiting for approval #{_approval_id(call)}")
         return verdict_for(call, decision)
@@ -62,13 +70,24 @@ def approval_request_for(call: ToolCall, *, user=None, conversation_id: str | in
     )
 
 
+def mismatch_message(why: str) -> str:
+    """What the model is told when a decision on record belongs to another call: the call is
+    skipped, never run on a decision made for something else; calling again asks anew."""
+    return (
+        f"This call was not run: {why}, so no reviewer has decided this one. Call the tool again if it is still needed."
+    )
+
+
 def verdict_for(call: ToolCall, decision: Decision):
-    """``run()`` with exactly the approved args, or ``skip()`` with the reasons."""
+    """``run()`` with exactly the approved args, or ``skip()`` with the reasons; never acts on a
+    decision made for another call (tool name and args hash are checked first)."""
+    mismatch = approval_call_mismatch(
+        asked_tool=decision.tool_name, asked_args_hash=decision.args_hash, tool_name=call.tool_name, args=call.args_json
+    )
+    if mismatch is not None:
+        return call.tool.skip(mismatch_message(mismatch))
     if decision.approved:
         if not decision.edited:
-            if args_hash(call.args_json) != args_hash(decision.args):
-                # The reviewer approved other args than this call carries: never run those.
-                return call.tool.skip("The approved arguments differ from this call's; it was not run.")
             return call.tool.run()
         shown = json.dumps(decision.args, sort_keys=True)
         return call.tool.run(args=decision.args, note=f"A reviewer changed the arguments; the tool ran with {shown}.")
@@ -79,6 +98,8 @@ def verdict_for(call: ToolCall, decision: Decision):
 def rejection_message(reject_message: str, decision: Decision) -> str:
     if decision.status == Approval.Status.EXPIRED:
         return f"{reject_message} (The approval request expired before anyone decided.)"
+    if decision.status == Approval.Status.CANCELLED:
+        return f"{reject_message} (The approval request was cancelled: {decision.reason})"
     if decision.reason:
         return f"{reject_message} Reviewer's reason: {decision.reason}"
     return reject_message

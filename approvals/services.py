@@ -16,7 +16,15 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from approvals.decision_channels import get_decision_channel
-from approvals.errors import AlreadyDecided, ApprovalExpired, InvalidEditedArgs, NotAReviewer, SelfApprovalRefused
+from approvals.errors import (
+    AlreadyDecided,
+    ApprovalExpired,
+    ApprovalMismatch,
+    InvalidEditedArgs,
+    NotAReviewer,
+    SelfApprovalRefused,
+    TooManyPendingApprovals,
+)
 from approvals.models import Approval, ApprovalEvent
 from approvals.notifications import notify_reviewers
 from approvals.signals import approval_decided
@@ -55,7 +63,8 @@ class ApprovalRequest:
 
 @dataclass(frozen=True)
 class Decision:
-    """What the waiting run needs to know. ``args`` are exactly what to run with when approved."""
+    """What the waiting run needs to know. ``args`` are exactly what to run with when approved;
+    ``tool_name`` and ``args_hash`` say which call it was asked for (see ``approval_call_mismatch``)."""
 
     approval_id: int
     status: str
@@ -63,6 +72,8 @@ class Decision:
     decided_by: str | None
     args: dict[str, Any]
     edited: bool
+    tool_name: str = ""
+    args_hash: str = ""
 
     @property
     def approved(self) -> bool:
@@ -77,14 +88,55 @@ class Decision:
             decided_by=approval.decided_by.get_username() if approval.decided_by_id else None,
             args=approval.approved_args,
             edited=approval.edited_args is not None,
+            tool_name=approval.tool_name,
+            args_hash=approval.args_hash,
         )
 
 
+def approval_call_mismatch(*, asked_tool: str, asked_args_hash: str, tool_name: str, args: Any) -> str | None:
+    """Why an approval asked for ``asked_tool`` with args hashing to ``asked_args_hash`` does not
+    belong to the call ``tool_name(args)``, or ``None`` if it does.
+
+    An approval is found by run id + call id, and some model servers reuse call ids (``call_0``)
+    across a crash: a decision acts only on the call it was made for.
+    """
+    if asked_tool != tool_name:
+        return f"the approval on record for this call id was asked for {asked_tool}, not {tool_name}"
+    if asked_args_hash != args_hash(args):
+        return f"the approval on record for this call id was asked for {asked_tool} with other arguments"
+    return None
+
+
 def approval_request(*, request: ApprovalRequest) -> tuple[Approval, bool]:
-    """Create the pending record for this run + call, or find the one a retry created before."""
+    """Create the pending record for this run + call, or find the one a retry created before.
+
+    Raises ``ApprovalMismatch`` when the record found was asked for another call (a pending one is
+    then cancelled: the call it was for is gone), and ``TooManyPendingApprovals`` when the user
+    already has ``ANVIA_APPROVAL_MAX_PENDING_PER_USER`` requests waiting.
+    """
     existing = Approval.objects.filter(run_id=request.run_id, call_id=request.call_id).first()
     if existing is not None:
-        return existing, False
+        mismatch = approval_call_mismatch(
+            asked_tool=existing.tool_name,
+            asked_args_hash=existing.args_hash,
+            tool_name=request.tool_name,
+            args=request.args,
+        )
+        if mismatch is None:
+            return existing, False
+        if existing.is_pending:
+            approval_cancel(approval_id=existing.pk, reason=f"Superseded: {mismatch}.")
+        logger.warning(
+            "approval mismatch id=%s run=%s call=%s tool=%s: %s",
+            existing.pk,
+            request.run_id,
+            request.call_id,
+            request.tool_name,
+            mismatch,
+        )
+        raise ApprovalMismatch(mismatch)
+    if request.requested_by_id is not None:
+        _check_pending_limit(request)
     canonical = json.loads(canonical_json(request.args))
     try:
         with transaction.atomic():
@@ -119,6 +171,25 @@ def approval_request(*, request: ApprovalRequest) -> tuple[Approval, bool]:
         request.tool_name,
     )
     return approval, True
+
+
+def _check_pending_limit(request: ApprovalRequest) -> None:
+    limit = settings.ANVIA_APPROVAL_MAX_PENDING_PER_USER
+    pending = Approval.objects.filter(requested_by_id=request.requested_by_id, status=Approval.Status.PENDING).count()
+    if pending >= limit:
+        logger.warning(
+            "approval refused run=%s call=%s tool=%s user=%s: %s pending, limit %s",
+            request.run_id,
+            request.call_id,
+            request.tool_name,
+            request.requested_by_id,
+            pending,
+            limit,
+        )
+        raise TooManyPendingApprovals(
+            f"This request was not sent to a reviewer: {pending} earlier requests are already waiting for one "
+            f"(the limit is {limit}). Wait until those are decided, then ask again."
+        )
 
 
 def _announce_request(approval: Approval) -> None:
@@ -263,6 +334,37 @@ def approval_expire(*, approval_id: int) -> bool:
         transaction.on_commit(lambda: _announce_decision(approval, "approval.expired"))
     logger.info("approval expired id=%s run=%s", approval_id, approval.run_id)
     return True
+
+
+def approval_cancel(*, approval_id: int, reason: str) -> bool:
+    """Cancel a pending approval nobody will act on (its run failed, or its call is gone).
+    ``True`` if this call cancelled it; reviewers are told, and a waiter wakes to a refusal."""
+    now = timezone.now()
+    with transaction.atomic():
+        cancelled = Approval.objects.filter(pk=approval_id, status=Approval.Status.PENDING).update(
+            status=Approval.Status.CANCELLED, decision_reason=reason, decided_at=now
+        )
+        if not cancelled:
+            return False
+        ApprovalEvent.objects.create(
+            approval_id=approval_id, kind=ApprovalEvent.Kind.CANCELLED, data={"reason": reason}
+        )
+        approval = Approval.objects.select_related("decided_by", "requested_by").get(pk=approval_id)
+        transaction.on_commit(lambda: _announce_cancellation(approval))
+    logger.info("approval cancelled id=%s run=%s reason=%s", approval_id, approval.run_id, reason)
+    return True
+
+
+def approvals_cancel_for_run(*, run_id: str, reason: str) -> int:
+    """Cancel every pending approval of a run (it failed). Returns how many."""
+    pending = Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING).values_list("pk", flat=True)
+    return sum(approval_cancel(approval_id=pk, reason=reason) for pk in list(pending))
+
+
+def _announce_cancellation(approval: Approval) -> None:
+    get_decision_channel().publish(approval.pk)
+    # Reviewer pages treat any non-pending status in approval.decided as "gone from the queue".
+    notify_reviewers("approval.decided", approval)
 
 
 def approvals_expire_overdue(*, limit: int = 1000) -> int:

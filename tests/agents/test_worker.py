@@ -185,6 +185,7 @@ def test_runs_waiting_on_approvals_do_not_starve_new_chats(worker, alice, review
     # 8 worker threads; at most 4 may block on a decision, the rest suspend at once.
     monkeypatch.setattr("agents.services._blocking_permits", threading.BoundedSemaphore(4))
     settings.ANVIA_APPROVAL_BLOCK_SECONDS = 30
+    settings.ANVIA_APPROVAL_MAX_PENDING_PER_USER = 30  # one customer asks all 30
     waiting = [ask(alice, "refund order A-1001, $150") for _ in range(30)]
 
     def settled():

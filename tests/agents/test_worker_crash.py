@@ -1,21 +1,21 @@
 """A worker process killed (SIGKILL) while a run waits for an approval: nothing is lost or done twice.
 
 The task is acknowledged late, but Redis would redeliver it only after ``visibility_timeout``
-(an hour): these tests never count on that. Recovery is the run's lease running out, then
-either the decision (which queues the resume once the lease is gone) or a worker starting up
+(an hour): these tests never count on that. Recovery is the run's lease running out (a live
+worker renews it every ``ANVIA_RUN_HEARTBEAT_SECONDS``; a dead one stops), then the beat's orphan
+sweep, the decision (which queues the resume once the lease is gone) or a worker starting up
 (``worker_ready`` queues every orphaned run). The resumed run continues from its saved state.
 
-The killed worker blocks at most ``ANVIA_APPROVAL_BLOCK_SECONDS`` and its lease is that plus
-``ANVIA_RUN_LEASE_GRACE_SECONDS``, so it runs with a short budget (4 s + 1 s) to keep the wait for
-the lease short; the replacement worker gets the production-like 30 s budget.
-
-Starting a worker process costs seconds, so one test covers both ways back: two runs block in
-the doomed worker; one is approved while no worker is alive, the other is taken over by the next
-worker to start and approved while it blocks there.
+* With the default settings and beat running, a dead worker's run is resumed by a live worker
+  within 15 s of the kill, while that live worker's own blocked run (a busy worker) keeps its lease.
+  The measured recovery time is printed (``make test ARGS="tests/agents/test_worker_crash.py -s"``).
+* With no beat: one run is approved while no worker is alive, the other is taken over by the next
+  worker to start and approved while it blocks there (a short lease keeps that test fast).
 """
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pytest
@@ -31,8 +31,10 @@ from tests.factories import ReviewerFactory, UserFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
 
-DOOMED_WORKER_ENV = {"ANVIA_APPROVAL_BLOCK_SECONDS": "4", "ANVIA_RUN_LEASE_GRACE_SECONDS": "1"}
-WORKER_ENV = {"ANVIA_APPROVAL_BLOCK_SECONDS": "30", "ANVIA_RUN_LEASE_GRACE_SECONDS": "1"}
+DOOMED_WORKER_ENV = {"ANVIA_RUN_LEASE_SECONDS": "2", "ANVIA_RUN_HEARTBEAT_SECONDS": "0.5"}
+RECOVERY_TARGET_SECONDS = 15
+# The default lease (README "Configuration"), for "a busy worker keeps its run".
+DEFAULT_LEASE_SECONDS = 10
 # What an uninterrupted "$150 refund" run does: one model step asks for the refund, one answers.
 MODEL_STEPS = 2
 
@@ -146,7 +148,7 @@ def test_runs_blocked_in_a_killed_worker_resume_from_their_saved_state(workers, 
 
     # 2. worker_ready queues the orphaned runs: the new worker takes the second one and blocks on
     # the same approval (and finishes the first, whose resume was waiting in the queue).
-    replacement = workers("replacement", env=WORKER_ENV).wait_ready()
+    replacement = workers("replacement").wait_ready()
     retaken = wait_for(
         second,
         lambda r: r.status == "waiting_for_approval" and r.lease_owner.startswith(replacement.nodename),
@@ -163,4 +165,51 @@ def test_runs_blocked_in_a_killed_worker_resume_from_their_saved_state(workers, 
     finished = wait_for(second, lambda r: r.status in AgentRun.FINISHED, "never finished after its decision", 15)
     assert finished.attempts == 2
     assert_finished_once(second, "A-1004")
+    assert Refund.objects.count() == 2
+
+
+def test_a_dead_workers_run_resumes_within_15_s_and_a_busy_workers_run_is_never_taken(workers, alice):
+    """Default settings. The doomed worker has one thread, so the second run goes to the survivor
+    and blocks there: a live worker, busy, whose run must keep its lease throughout."""
+    doomed = workers("doomed", concurrency=1)
+    workers("beat", beat=True)
+    doomed.wait_ready()
+    orphan = ask_refund(alice, "A-1001")
+    survivor = workers("survivor")
+    orphan, orphan_approval = wait_until_blocked(doomed, orphan)
+    survivor.wait_ready()
+    busy = ask_refund(alice, "A-1004")
+    busy, busy_approval = wait_until_blocked(survivor, busy)
+
+    doomed.kill()
+    killed_at = time.monotonic()
+    assert not doomed.alive
+    wait_for(
+        orphan,
+        lambda r: r.status == "waiting_for_approval" and r.lease_owner.startswith(survivor.nodename),
+        "was not resumed by the live worker",
+        RECOVERY_TARGET_SECONDS + 10,
+    )
+    recovered_in = time.monotonic() - killed_at
+    print(f"\nrecovery after SIGKILL: {recovered_in:.1f} s (lease, heartbeat and sweep at their defaults)")  # noqa: T201
+    assert recovered_in < RECOVERY_TARGET_SECONDS, f"the dead worker's run waited {recovered_in:.1f} s"
+    recovered = AgentRun.objects.get(pk=orphan.pk)
+    assert (recovered.attempts, recovered.interrupted_attempts) == (2, 1)
+
+    # The busy worker's run stays its own for longer than a lease, renewed by the heartbeat.
+    def held_past_a_lease():
+        current = AgentRun.objects.get(pk=busy.pk)
+        assert (current.attempts, current.lease_owner) == (1, busy.lease_owner), "a live worker's run was taken"
+        return time.monotonic() - killed_at > DEFAULT_LEASE_SECONDS + 2
+
+    wait_until(held_past_a_lease, timeout=DEFAULT_LEASE_SECONDS + 5, message="the busy run changed hands")
+
+    reviewer = ReviewerFactory()
+    approval_decide(approval_id=orphan_approval.pk, reviewer=reviewer, approved=True)
+    approval_decide(approval_id=busy_approval.pk, reviewer=reviewer, approved=True)
+    for run, order in ((orphan, "A-1001"), (busy, "A-1004")):
+        wait_for(run, lambda r: r.status in AgentRun.FINISHED, "never finished after its decision", 15)
+        assert_finished_once(run, order)
+    assert AgentRun.objects.get(pk=busy.pk).attempts == 1
+    assert AgentRun.objects.get(pk=orphan.pk).attempts == 2
     assert Refund.objects.count() == 2

@@ -209,6 +209,16 @@ class WorkerProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
 
+    def pause(self) -> None:
+        """SIGSTOP the worker's process group: a stalled machine (its heartbeat stops too)."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause()``."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGCONT)
+
     def log_text(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
@@ -219,14 +229,52 @@ class WorkerProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
 
+class BeatProcess(WorkerProcess):
+    """``celery -A anvia_project beat``: sends the periodic tasks (the orphan sweep) of this run."""
+
+    def start(self) -> BeatProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "anvia_project",
+            "beat",
+            "-s",
+            str(self.log_path.with_suffix(".schedule")),
+            "--pidfile=",
+            "-l",
+            "INFO",
+        ]
+        self.started_at = time.monotonic()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=self.environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        return self
+
+    def wait_ready(self, timeout: float = 45.0) -> BeatProcess:
+        """Block until beat has sent its first tasks."""
+        wait_until(
+            lambda: "Sending due task" in self.log_text() or not self.alive,
+            timeout=timeout,
+            message="beat sent nothing",
+            describe=self.log_tail,
+        )
+        if not self.alive:
+            raise AssertionError(f"beat exited with {self.process.returncode}:\n{self.log_tail()}")
+        return self
+
+
 @contextlib.contextmanager
 def worker_processes(log_dir: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """A factory of ``WorkerProcess``; every one started is killed on exit and its log printed
-    (pytest shows captured output only for a test that failed)."""
+    (pytest shows captured output only for a test that failed). ``make(name, beat=True)``
+    starts a beat process instead of a worker."""
     started: list[WorkerProcess] = []
 
-    def make(name: str, **kwargs) -> WorkerProcess:
-        worker = WorkerProcess(name, log_dir, **kwargs)
+    def make(name: str, *, beat: bool = False, **kwargs) -> WorkerProcess:
+        worker = (BeatProcess if beat else WorkerProcess)(name, log_dir, **kwargs)
         started.append(worker)
         return worker.start()
 

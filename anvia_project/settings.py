@@ -207,6 +207,10 @@ ANVIA_SOCKET_RECHECK_SECONDS = env.float("ANVIA_SOCKET_RECHECK_SECONDS", default
 
 # A task blocked on an approval is not acknowledged; Redis must not redeliver it meanwhile.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(max(3600, ANVIA_APPROVAL_BLOCK_SECONDS * 4))}
+# When the broker connection drops (Redis restarting), runs in flight go on: a run blocked on a
+# decision keeps waiting, its lease (not the broker) keeps it to one worker. Celery 6 would cancel
+# them by default. (Why the worker itself survives: anvia_project/redis_broker.py.)
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -50,6 +50,9 @@ def embedded_redis(port: int | None = None) -> Iterator[str]:
             "20000",
         ],
         stdout=subprocess.DEVNULL,
+        # Out of the terminal's process group: Ctrl-C stops the processes using Redis, which may still
+        # need it while they shut down; this context stops Redis last.
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 10

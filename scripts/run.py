@@ -1,12 +1,18 @@
 """``make run``: migrate, seed the demo, then serve web + websockets, a worker, beat and Flower.
 
 Uses ``DATABASE_URL`` / ``REDIS_URL`` when set; otherwise SQLite and an embedded Redis.
-Ctrl-C stops every process.
+
+The processes are the Procfile's, run by supervisord (not honcho, which stops every process when
+one exits): a process that dies is restarted, and supervisord logs it ("exited: worker (terminated
+by SIGKILL; not expected)", then "spawned: 'worker'"). Ctrl-C stops every process, then Redis.
+While it runs: ``.venv/bin/supervisorctl -c var/supervisord.conf status`` (or ``restart worker``).
 """
 
 from __future__ import annotations
 
+import getpass
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -47,12 +53,67 @@ def main() -> int:
         f"  Ctrl-C stops everything.\n",
         flush=True,
     )
-    honcho = subprocess.Popen([PYTHON, "-m", "honcho", "-f", "Procfile", "start"])
-    # Ctrl-C reaches the whole foreground group: honcho stops the processes; wait for it, then
-    # (in __main__) stop the embedded Redis last.
+    config = ROOT / "var" / "supervisord.conf"
+    config.unlink(missing_ok=True)
+    # Owner-only: it holds the password of supervisord's control socket.
+    with os.fdopen(os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(supervisord_config(ROOT / "Procfile", ROOT / "var"))
+    supervisord = subprocess.Popen([str(Path(PYTHON).parent / "supervisord"), "-c", str(config)])
+    # Ctrl-C reaches the whole foreground group: supervisord stops the processes (each runs in a
+    # process group of its own); wait for it, then (in __main__) stop the embedded Redis last.
     signal.signal(signal.SIGINT, lambda *_: None)
-    signal.signal(signal.SIGTERM, lambda *_: honcho.terminate())
-    return honcho.wait()
+    signal.signal(signal.SIGTERM, lambda *_: supervisord.terminate())
+    return supervisord.wait()
+
+
+def supervisord_config(procfile: Path, var: Path) -> str:
+    """A supervisord configuration running each ``name: command`` line of the Procfile."""
+    control_password = secrets.token_urlsafe(16)  # for supervisorctl, which reads it from this file
+    sections = [
+        "[supervisord]",
+        "nodaemon = true",  # in the foreground, its own log (starts, exits, restarts) on the terminal
+        f"logfile = {var / 'supervisord.log'}",
+        "logfile_maxbytes = 5MB",
+        f"pidfile = {var / 'supervisord.pid'}",
+        f"childlogdir = {var}",
+        f"user = {getpass.getuser()}",  # the current user: nothing to drop, and no warning as root
+        "",
+        "[unix_http_server]",
+        f"file = {var / 'supervisor.sock'}",
+        "chmod = 0700",
+        "username = anvia",
+        f"password = {control_password}",
+        "",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "",
+        "[supervisorctl]",
+        f"serverurl = unix://{var / 'supervisor.sock'}",
+        "username = anvia",
+        f"password = {control_password}",
+    ]
+    for line in procfile.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, command = (part.strip() for part in line.split(":", 1))
+        # $NAME in the Procfile is the environment's NAME: supervisord spells it %(ENV_NAME)s.
+        command = re.sub(r"\$(\w+)", r"%(ENV_\1)s", command.replace("%", "%%"))
+        sections += [
+            "",
+            f"[program:{name}]",
+            f"command = {command}",
+            f"directory = {procfile.parent}",
+            "autorestart = true",  # whatever the exit: a crashed worker comes back
+            "startsecs = 3",  # up this long counts as started; a process failing sooner is retried
+            "startretries = 10",
+            "stopasgroup = true",
+            "killasgroup = true",
+            "stopwaitsecs = 10",  # then SIGKILL; a run the worker held resumes elsewhere (its lease)
+            "redirect_stderr = true",
+            "stdout_logfile = /dev/stdout",
+            "stdout_logfile_maxbytes = 0",
+        ]
+    return "\n".join(sections) + "\n"
 
 
 if __name__ == "__main__":

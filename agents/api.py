@@ -15,7 +15,7 @@ from drf_spectacular.utils import (
     extend_schema_view,
 )
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -29,8 +29,9 @@ from agents.selectors import (
     run_get,
     timeline_item,
 )
-from agents.services import MAX_MESSAGE_CHARS, ConversationBusy, conversation_create, conversation_post_message
+from agents.services import MAX_MESSAGE_CHARS, conversation_create, conversation_post_message
 from agents.throttles import MessagePostingThrottle, PostingTooFast
+from anvia_project.errors import ErrorSerializer
 
 # ---------------------------------------------------------------------------------------------
 # Serializers
@@ -147,10 +148,6 @@ class RunSerializer(serializers.ModelSerializer):
         return run_answer(run)
 
 
-class ChatErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField(help_text="What went wrong, in a sentence.")
-
-
 class MessageContentErrorSerializer(serializers.Serializer):
     detail = serializers.CharField(required=False, help_text="The body is not valid JSON.")
     content = serializers.ListField(child=serializers.CharField(), required=False)
@@ -168,8 +165,8 @@ def _conversation_or_404(request: Request, conversation_id: int) -> Conversation
         raise NotFound(f"Conversation #{conversation_id} does not exist.") from None
 
 
-FORBIDDEN = OpenApiResponse(ChatErrorSerializer, description="Not signed in.")
-CONVERSATION_NOT_FOUND = OpenApiResponse(ChatErrorSerializer, description="No conversation of yours has this id.")
+FORBIDDEN = OpenApiResponse(ErrorSerializer, description="Not signed in.")
+CONVERSATION_NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No conversation of yours has this id.")
 
 
 @extend_schema_view(
@@ -220,8 +217,7 @@ class ConversationDetailView(APIView):
         return Response(ConversationDetailSerializer(_conversation_or_404(request, pk)).data)
 
 
-class ConversationBusyErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField(help_text="The agent is still answering: wait for its answer.")
+class ConversationBusyErrorSerializer(ErrorSerializer):
     run_id = serializers.UUIDField(help_text="The run still open in this conversation.")
 
 
@@ -248,10 +244,10 @@ class ConversationMessagesView(APIView):
                 ConversationBusyErrorSerializer,
                 description="The conversation's last run has not finished (queued, running, waiting or suspended).",
             ),
-            413: OpenApiResponse(ChatErrorSerializer, description="The body is larger than the API accepts."),
-            415: OpenApiResponse(ChatErrorSerializer, description="The body is not JSON."),
+            413: OpenApiResponse(ErrorSerializer, description="The body is larger than the API accepts."),
+            415: OpenApiResponse(ErrorSerializer, description="The body is not JSON."),
             429: OpenApiResponse(
-                ChatErrorSerializer,
+                ErrorSerializer,
                 description="Too many messages this minute; the `Retry-After` header says when to try again.",
             ),
         },
@@ -273,12 +269,7 @@ class ConversationMessagesView(APIView):
         conversation = _conversation_or_404(request, pk)
         body = PostMessageSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            run = conversation_post_message(conversation=conversation, content=body.validated_data["content"])
-        except ConversationBusy as busy:
-            return Response({"detail": str(busy), "run_id": str(busy.run.pk)}, status=status.HTTP_409_CONFLICT)
-        except ValueError as error:
-            raise ValidationError({"content": [str(error)]}) from None
+        run = conversation_post_message(conversation=conversation, content=body.validated_data["content"])
         return Response({"run_id": str(run.pk), "status": run.status}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -290,7 +281,7 @@ class ConversationMessagesView(APIView):
         responses={
             200: RunSerializer,
             403: FORBIDDEN,
-            404: OpenApiResponse(ChatErrorSerializer, description="No run of yours has this id."),
+            404: OpenApiResponse(ErrorSerializer, description="No run of yours has this id."),
         },
         tags=["runs"],
     )

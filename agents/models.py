@@ -42,6 +42,10 @@ class AgentRunQuerySet(models.QuerySet):
         ``ANVIA_RUN_HEARTBEAT_SECONDS``, even while a model call or a tool runs."""
         return self.filter(status__in=AgentRun.ACTIVE, lease_expires_at__lt=now)
 
+    def blocked_on_decision(self, now: datetime) -> AgentRunQuerySet:
+        """Runs a live worker holds while it waits for a reviewer's decision."""
+        return self.filter(status=AgentRun.Status.WAITING_FOR_APPROVAL, lease_expires_at__gte=now)
+
     def held(self, run_id, attempt: int) -> AgentRunQuerySet:
         """The run, only while the worker that claimed it as ``attempt`` still holds it: the fence.
 

@@ -7,6 +7,7 @@ import threading
 import uuid
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import cache
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, transaction
@@ -14,9 +15,11 @@ from django.db.models import Case, F, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from agents.errors import ConversationBusy, MessageRefused
 from agents.leases import Lease, LeaseLost, keeper, lease_expiry
 from agents.models import AgentRun, Conversation, Message, RunEvent
 from agents.registry import get_agent
+from agents.tasks import run_agent
 from anvia import AgentRunError, Event, ModelError, RunState, ToolExecutionError
 from anvia import Message as ModelMessage
 from anvia_project.channel_layer import group_send
@@ -39,9 +42,12 @@ class RunAttemptsExhausted(Exception):
     """The run's workers stopped ``ANVIA_RUN_MAX_ATTEMPTS`` times before it ended."""
 
 
-# Blocked runs hold a worker thread each. Past this many per worker process a run suspends at
-# once instead, so new chats always find a free thread (see README "Agent runs").
-_blocking_permits = threading.BoundedSemaphore(settings.ANVIA_MAX_BLOCKED_RUNS)
+@cache
+def _blocking_permits(count: int) -> threading.BoundedSemaphore:
+    """Blocked runs hold a worker thread each. Past ``ANVIA_MAX_BLOCKED_RUNS`` per worker process
+    a run suspends at once instead, so new chats always find a free thread (README "Agent runs").
+    Keyed by the setting, read when a run starts, so a changed setting takes effect."""
+    return threading.BoundedSemaphore(count)
 
 
 def conversation_group(conversation_id: int) -> str:
@@ -57,11 +63,11 @@ def conversation_post_message(*, conversation: Conversation, content: str) -> Ag
     """Save the customer's message and queue a run to answer it (after commit)."""
     content = (content or "").strip()
     if not content:
-        raise ValueError("The message is empty.")
+        raise MessageRefused("The message is empty.")
     if len(content) > MAX_MESSAGE_CHARS:
-        raise ValueError(f"The message is longer than {MAX_MESSAGE_CHARS} characters.")
+        raise MessageRefused(f"The message is longer than {MAX_MESSAGE_CHARS} characters.")
     if "\x00" in content:  # PostgreSQL cannot store it
-        raise ValueError("The message contains a NUL character (\\u0000); remove it and send again.")
+        raise MessageRefused("The message contains a NUL character (\\u0000); remove it and send again.")
     with transaction.atomic():
         conversation_check_no_open_run(conversation=conversation)
         run = AgentRun.objects.create(
@@ -74,17 +80,6 @@ def conversation_post_message(*, conversation: Conversation, content: str) -> Ag
         transaction.on_commit(lambda: run_enqueue(run_id=run.pk))
     logger.info("run queued run=%s conversation=%s user=%s", run.pk, conversation.pk, conversation.user_id)
     return run
-
-
-class ConversationBusy(Exception):
-    """The conversation's last run has not finished; ``run`` is that run."""
-
-    def __init__(self, run: AgentRun):
-        self.run = run
-        super().__init__(
-            "The agent is still answering your last message. Wait for its answer before sending another, "
-            "or start a new conversation."
-        )
 
 
 def conversation_check_no_open_run(*, conversation: Conversation) -> None:
@@ -100,8 +95,6 @@ def conversation_check_no_open_run(*, conversation: Conversation) -> None:
 
 
 def run_enqueue(*, run_id) -> None:
-    from agents.tasks import run_agent
-
     run_agent.delay(str(run_id))
 
 
@@ -183,12 +176,13 @@ class RunRecorder:
 
 @contextmanager
 def _blocking_budget():
-    permitted = _blocking_permits.acquire(blocking=False)
+    permits = _blocking_permits(settings.ANVIA_MAX_BLOCKED_RUNS)
+    permitted = permits.acquire(blocking=False)
     try:
         yield settings.ANVIA_APPROVAL_BLOCK_SECONDS if permitted else 0.0
     finally:
         if permitted:
-            _blocking_permits.release()
+            permits.release()
 
 
 def run_execute(*, run_id, owner: str | None = None) -> AgentRun | None:

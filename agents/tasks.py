@@ -4,7 +4,7 @@ import uuid
 
 from celery import shared_task
 
-from agents.services import run_execute, runs_recover_orphaned, runs_requeue_stale
+# The services queue these tasks, so each task imports its service when it runs (no import cycle).
 
 
 def lease_owner(hostname: str | None) -> str:
@@ -14,14 +14,20 @@ def lease_owner(hostname: str | None) -> str:
 
 @shared_task(bind=True, name="agents.tasks.run_agent", acks_late=True, reject_on_worker_lost=True)
 def run_agent(self, run_id: str) -> None:
+    from agents.services import run_execute
+
     run_execute(run_id=run_id, owner=lease_owner(self.request.hostname))
 
 
 @shared_task(name="agents.tasks.recover_orphaned_runs")
 def recover_orphaned_runs() -> int:
+    from agents.services import runs_recover_orphaned
+
     return runs_recover_orphaned()
 
 
 @shared_task(name="agents.tasks.requeue_stale_runs")
 def requeue_stale_runs() -> int:
+    from agents.services import runs_requeue_stale
+
     return runs_requeue_stale()

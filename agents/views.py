@@ -22,8 +22,9 @@ from agents.selectors import (
     conversation_turns,
     run_error_visible_to,
 )
-from agents.services import MAX_MESSAGE_CHARS, ConversationBusy, conversation_create, conversation_post_message
+from agents.services import MAX_MESSAGE_CHARS, conversation_create, conversation_post_message
 from agents.throttles import PostingTooFast, message_posting_wait
+from anvia_project.errors import ApplicationError
 
 LIST_LIMIT = 200
 
@@ -63,10 +64,10 @@ def conversation_detail(request: HttpRequest, conversation_id: int) -> HttpRespo
             return response
         try:
             conversation_post_message(conversation=conversation, content=content)
-        except ConversationBusy as busy:
-            return _render_detail(request, conversation, content=content, error=str(busy), status=409)
-        except ValueError as error:
-            return _render_detail(request, conversation, content=content, error=str(error), status=400)
+        except ApplicationError as refused:
+            return _render_detail(
+                request, conversation, content=content, error=str(refused), status=refused.status_code
+            )
         return redirect(reverse("chat:detail", args=[conversation.pk]) + "#chat-form")
     return _render_detail(request, conversation)
 

@@ -223,6 +223,8 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     # JSON only, bounded in size and depth: no body a client sends can answer 500.
     "DEFAULT_PARSER_CLASSES": ["anvia_project.untrusted_json.JSONParser"],
+    # The domain's errors (anvia_project.errors.ApplicationError) answer in one shape, everywhere.
+    "EXCEPTION_HANDLER": "anvia_project.errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Anvia for Django",

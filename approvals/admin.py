@@ -51,7 +51,8 @@ def why_user_cannot_decide(approval: Approval, user) -> str | None:
     """What stops ``user`` from deciding ``approval`` now; shown instead of the buttons."""
     if not approval.is_pending:
         return None
-    return approval_decide_refusal(approval=approval, user=user)
+    refusal = approval_decide_refusal(approval=approval, user=user)
+    return str(refusal) if refusal else None
 
 
 class ApprovalEventInline(admin.TabularInline):

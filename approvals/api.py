@@ -22,29 +22,19 @@ from drf_spectacular.utils import (
     extend_schema_view,
 )
 from rest_framework import generics, serializers
-from rest_framework.exceptions import NotFound
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
-from rest_framework.views import APIView, exception_handler, set_rollback
+from rest_framework.views import APIView
 
-from approvals.errors import AlreadyDecided, ApprovalError, ApprovalExpired, NotAReviewer, SelfApprovalRefused
+from anvia_project.errors import ErrorSerializer
+from approvals.errors import DECISION_ERROR_CODES
 from approvals.models import Approval, ApprovalEvent
 from approvals.selectors import approval_get, approval_list
 from approvals.services import approval_decide, reviewer_can_decide
 
 USERNAME_FIELD = get_user_model().USERNAME_FIELD
-
-# Part of the API contract, so spelled out rather than derived from the class names.
-ERROR_CODES: dict[type[ApprovalError], str] = {
-    NotAReviewer: "not_a_reviewer",
-    SelfApprovalRefused: "self_approval_refused",
-    AlreadyDecided: "already_decided",
-    ApprovalExpired: "approval_expired",
-}
-FALLBACK_ERROR_CODE = "approval_error"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,16 +133,13 @@ class DecisionSerializer(serializers.Serializer):
 # Documentation-only shapes of the error bodies.
 
 
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField(help_text="What went wrong, in a sentence.")
+class DecisionRefusedSerializer(ErrorSerializer):
     code = serializers.ChoiceField(
-        choices=[*ERROR_CODES.values(), FALLBACK_ERROR_CODE],
-        required=False,
-        help_text="Present on errors from the approval runtime.",
+        choices=DECISION_ERROR_CODES, required=False, help_text="Present on errors from the approval runtime."
     )
 
 
-class ConflictSerializer(ErrorSerializer):
+class ConflictSerializer(DecisionRefusedSerializer):
     status = serializers.ChoiceField(
         choices=Approval.Status.choices, required=False, help_text="already_decided: the decision that won."
     )
@@ -189,52 +176,6 @@ class DecisionErrorSerializer(serializers.Serializer):
 
 
 # ---------------------------------------------------------------------------------------------
-# Errors: every ApprovalError maps to its status_code here, and nowhere else.
-# ---------------------------------------------------------------------------------------------
-
-
-def approval_error_body(exc: ApprovalError) -> dict[str, Any]:
-    fields = getattr(exc, "fields", None)
-    if fields:
-        return _field_errors(fields)
-    body: dict[str, Any] = {"detail": str(exc), "code": ERROR_CODES.get(type(exc), FALLBACK_ERROR_CODE)}
-    if isinstance(exc, AlreadyDecided):
-        decided = exc.approval
-        body["status"] = decided.status
-        body["decided_by"] = decided.decided_by.get_username() if decided.decided_by else None
-        body["decided_at"] = serializers.DateTimeField().to_representation(decided.decided_at)
-    return body
-
-
-def _field_errors(fields: dict[str, str]) -> dict[str, Any]:
-    """``{"args.amount": msg, "args": msg}`` → ``{"args": {"amount": [msg]}}`` / ``{"args": [msg]}``."""
-    errors: dict[str, Any] = {}
-    for name, message in fields.items():
-        field, _, argument = name.partition(".")
-        current = errors.get(field)
-        if argument:
-            if isinstance(current, list):  # the field already has messages as a whole: keep them
-                current = {api_settings.NON_FIELD_ERRORS_KEY: current}
-            errors[field] = current = current or {}
-            current.setdefault(argument, []).append(message)
-        elif isinstance(current, dict):
-            current.setdefault(api_settings.NON_FIELD_ERRORS_KEY, []).append(message)
-        else:
-            errors.setdefault(field, []).append(message)
-    return errors
-
-
-def approval_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, plus the approval runtime's errors and unknown approvals."""
-    if isinstance(exc, Approval.DoesNotExist):
-        exc = NotFound(f"Approval #{context['kwargs'].get('pk')} does not exist.")
-    if isinstance(exc, ApprovalError):
-        set_rollback()
-        return Response(approval_error_body(exc), status=exc.status_code)
-    return exception_handler(exc, context)
-
-
-# ---------------------------------------------------------------------------------------------
 # Views
 # ---------------------------------------------------------------------------------------------
 
@@ -253,9 +194,6 @@ class ApprovalPagination(PageNumberPagination):
 
 class ReviewerAPIView(APIView):
     permission_classes = [IsApprovalReviewer]
-
-    def get_exception_handler(self):
-        return approval_exception_handler
 
 
 FORBIDDEN = OpenApiResponse(
@@ -326,7 +264,7 @@ class ApprovalDecisionView(ReviewerAPIView):
             200: OpenApiResponse(ApprovalDetailSerializer, description="The decided approval."),
             400: OpenApiResponse(DecisionErrorSerializer, description="The body is wrong; each field says why."),
             403: OpenApiResponse(
-                ErrorSerializer,
+                DecisionRefusedSerializer,
                 description="Not a reviewer (`not_a_reviewer`), or the one who asked for it (`self_approval_refused`).",
             ),
             404: NOT_FOUND,

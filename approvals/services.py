@@ -8,7 +8,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import jsonschema
 from django.conf import settings
@@ -18,6 +18,7 @@ from django.utils import timezone
 from approvals.decision_channels import get_decision_channel
 from approvals.errors import (
     AlreadyDecided,
+    ApprovalError,
     ApprovalExpired,
     ApprovalMismatch,
     InvalidEditedArgs,
@@ -228,18 +229,29 @@ def reviewer_can_decide(user) -> bool:
     )
 
 
-def approval_decide_refusal(*, approval: Approval, user) -> str | None:
-    """Why ``user`` may not decide ``approval`` now, or ``None`` if they may. Pages use it to
-    say why there are no buttons; ``approval_decide`` enforces the same rules."""
-    if not approval.is_pending:
-        return f"This request is already {approval.status}."
-    if approval.expires_at <= timezone.now():
-        return f"This request expired at {approval.expires_at:%Y-%m-%d %H:%M UTC}; it can no longer be decided."
+def approval_decide_refusal(*, approval: Approval, user) -> ApprovalError | None:
+    """The one rule for who may decide ``approval`` now: the error that refuses ``user``, or
+    ``None`` if they may. ``approval_decide`` raises it (the API answers its status); pages show
+    its message instead of the buttons."""
     if not reviewer_can_decide(user):
-        return "You can view this request; deciding it needs the “Can approve or reject tool calls” permission."
+        return NotAReviewer("Deciding needs a staff account with the “Can approve or reject tool calls” permission.")
     if approval.requested_by_id is not None and approval.requested_by_id == user.pk:
-        return "You asked for this action, so someone else must decide it."
+        return SelfApprovalRefused("You asked for this action, so someone else must decide it.")
+    if approval.status == Approval.Status.EXPIRED:
+        return ApprovalExpired(f"Approval #{approval.pk} has expired; the agent was told it was not approved.")
+    if not approval.is_pending:
+        return AlreadyDecided(approval)
+    if approval.expires_at <= timezone.now():
+        return ApprovalExpired(
+            f"Approval #{approval.pk} expired at {approval.expires_at:%Y-%m-%d %H:%M UTC}; it can no longer be decided."
+        )
     return None
+
+
+def _raise(refusal: ApprovalError, approval: Approval) -> NoReturn:
+    if isinstance(refusal, ApprovalExpired) and approval.is_pending:
+        approval_expire(approval_id=approval.pk)  # the waiter hears "expired" now, not at the next sweep
+    raise refusal
 
 
 def approval_decide(
@@ -252,14 +264,14 @@ def approval_decide(
 ) -> Approval:
     """Record a reviewer's decision: exactly one decision wins; waiters wake after commit.
 
-    Raises ``NotAReviewer`` / ``SelfApprovalRefused`` (403), ``InvalidEditedArgs`` (400),
-    ``AlreadyDecided`` / ``ApprovalExpired`` (409) and ``Approval.DoesNotExist`` (404).
+    Raises what ``approval_decide_refusal`` refuses (``NotAReviewer`` / ``SelfApprovalRefused``
+    403, ``AlreadyDecided`` / ``ApprovalExpired`` 409), ``InvalidEditedArgs`` (400) and
+    ``Approval.DoesNotExist`` (404).
     """
-    if not reviewer_can_decide(reviewer):
-        raise NotAReviewer("Only staff with the 'decide approvals' permission can decide approvals.")
     approval = Approval.objects.select_related("decided_by").get(pk=approval_id)
-    if approval.requested_by_id is not None and approval.requested_by_id == reviewer.pk:
-        raise SelfApprovalRefused("You asked for this action, so someone else must decide it.")
+    refusal = approval_decide_refusal(approval=approval, user=reviewer)
+    if refusal is not None:
+        _raise(refusal, approval)
     if edited_args is not None:
         if not approved:
             message = "Edited arguments are only accepted when approving."
@@ -274,23 +286,19 @@ def approval_decide(
         won = Approval.objects.filter(pk=approval_id, status=Approval.Status.PENDING, expires_at__gt=now).update(
             status=status, decided_by=reviewer, decision_reason=reason, decided_at=now, edited_args=edited_args
         )
-        if not won:
-            current = Approval.objects.select_related("decided_by").get(pk=approval_id)
-            if current.is_pending:
-                expired_at = current.expires_at
-                transaction.on_commit(lambda: approval_expire(approval_id=approval_id))
-                raise ApprovalExpired(f"Approval #{approval_id} expired at {expired_at:%Y-%m-%d %H:%M UTC}.")
-            if current.status == Approval.Status.EXPIRED:
-                raise ApprovalExpired(f"Approval #{approval_id} has expired; the agent was told it was not approved.")
-            raise AlreadyDecided(current)
-        ApprovalEvent.objects.create(
-            approval_id=approval_id,
-            kind=ApprovalEvent.Kind.DECIDED,
-            actor=reviewer,
-            data={"status": status, "reason": reason, "edited_args": edited_args},
-        )
-        decided = Approval.objects.select_related("decided_by", "requested_by").get(pk=approval_id)
-        transaction.on_commit(lambda: _announce_decision(decided, "approval.decided"))
+        if won:
+            ApprovalEvent.objects.create(
+                approval_id=approval_id,
+                kind=ApprovalEvent.Kind.DECIDED,
+                actor=reviewer,
+                data={"status": status, "reason": reason, "edited_args": edited_args},
+            )
+            decided = Approval.objects.select_related("decided_by", "requested_by").get(pk=approval_id)
+            transaction.on_commit(lambda: _announce_decision(decided, "approval.decided"))
+    if not won:
+        # Someone decided (or the clock ran out) between the read above and the update.
+        current = Approval.objects.select_related("decided_by").get(pk=approval_id)
+        _raise(approval_decide_refusal(approval=current, user=reviewer) or AlreadyDecided(current), current)
     logger.info(
         "approval decided id=%s run=%s status=%s by=%s", approval_id, decided.run_id, status, reviewer.get_username()
     )

@@ -10,15 +10,14 @@ from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
-from anvia_project.untrusted_json import UntrustedJSONError, json_loads_bounded
 from approvals.errors import ApprovalError
+from approvals.forms import DecisionForm
 from approvals.models import Approval
 from approvals.notifications import approval_summary
 from approvals.selectors import approval_get, approvals_pending
-from approvals.services import approval_decide, canonical_json, reviewer_can_decide
+from approvals.services import approval_decide, approval_decide_refusal, reviewer_can_decide
 
 QUEUE_LIMIT = 500
 
@@ -69,54 +68,53 @@ def approval_detail(request: HttpRequest, approval_id: int) -> HttpResponse:
 
 
 def _decide(request: HttpRequest, approval: Approval) -> HttpResponse:
-    form = {"reason": request.POST.get("reason", ""), "edited_args": request.POST.get("edited_args", "")}
-    decision = request.POST.get("decision")
-    if decision not in ("approve", "reject"):
-        return _render_detail(request, approval, form=form, error="Choose Approve or Reject.", status=400)
-    approved = decision == "approve"
-
-    edited_args = None
-    # Edits only mean something for an approval; a rejected call never runs, whatever its args.
-    if approved and form["edited_args"].strip():
-        try:
-            parsed = json_loads_bounded(form["edited_args"])
-        except UntrustedJSONError as error:
-            problem = str(error)
-            return _render_detail(
-                request,
-                approval,
-                form=form,
-                error=(
-                    f"The edited arguments could not be read. {problem} "
-                    "Fix them, or empty the box to approve the call as requested."
-                ),
-                field_errors={"edited_args": problem},
-                status=400,
-            )
-        if canonical_json(parsed) != canonical_json(approval.args):
-            edited_args = parsed
-
+    form = DecisionForm(request.POST, approval=approval)
+    if not form.is_valid():
+        return _render_invalid(request, approval, form)
     try:
         decided = approval_decide(
             approval_id=approval.pk,
             reviewer=request.user,
-            approved=approved,
-            reason=form["reason"].strip(),
-            edited_args=edited_args,
+            approved=form.approved,
+            reason=form.cleaned_data["reason"],
+            edited_args=form.cleaned_data["args"],
         )
     except ApprovalError as error:
         return _render_detail(
             request,
             approval_get(approval_id=approval.pk),
-            form=form,
+            form=_as_typed(request),
             error=str(error),
             field_errors=getattr(error, "fields", None) or {},
             status=error.status_code,
         )
-    verb = "Approved" if approved else "Rejected"
+    verb = "Approved" if form.approved else "Rejected"
     edited = " with edited arguments" if decided.edited_args is not None else ""
     messages.success(request, f"{verb} #{decided.pk} {decided.tool_name}{edited}.")
     return redirect("review:queue")
+
+
+def _render_invalid(request: HttpRequest, approval: Approval, form: DecisionForm) -> HttpResponse:
+    if "edited_args" in form.errors:
+        problem = form.errors["edited_args"][0]
+        return _render_detail(
+            request,
+            approval,
+            form=_as_typed(request),
+            error=(
+                f"The edited arguments could not be read. {problem} "
+                "Fix them, or empty the box to approve the call as requested."
+            ),
+            field_errors={"edited_args": problem},
+            status=400,
+        )
+    first = next(iter(form.errors.values()))[0]
+    return _render_detail(request, approval, form=_as_typed(request), error=first, status=400)
+
+
+def _as_typed(request: HttpRequest) -> dict[str, str]:
+    """What the reviewer typed, shown again with the error."""
+    return {"reason": request.POST.get("reason", ""), "edited_args": request.POST.get("edited_args", "")}
 
 
 def _pretty_json(value: Any) -> str:
@@ -146,8 +144,7 @@ def _render_detail(
 ) -> HttpResponse:
     args_json = _pretty_json(approval.args)
     form = form or {"reason": "", "edited_args": args_json}
-    is_requester = approval.requested_by_id is not None and approval.requested_by_id == request.user.pk
-    overdue = approval.is_pending and approval.expires_at <= timezone.now()
+    refusal = approval_decide_refusal(approval=approval, user=request.user) if approval.is_pending else None
     context = {
         "approval": approval,
         "args_json": args_json,
@@ -158,9 +155,8 @@ def _render_detail(
             {"event": event, "data_json": _pretty_json(event.data) if event.data else ""}
             for event in approval.events.all()
         ],
-        "is_requester": is_requester,
-        "overdue": overdue,
-        "can_decide": approval.is_pending and not overdue and not is_requester and reviewer_can_decide(request.user),
+        "can_decide": approval.is_pending and refusal is None,
+        "cannot_decide_because": str(refusal) if refusal else "",
         "form": form,
         "args_edited": form["edited_args"].strip() not in ("", args_json.strip()),
         "error": error,

@@ -105,6 +105,7 @@ def test_a_second_message_while_the_run_is_open_is_a_409(api, alice, queued, sta
             "The agent is still answering your last message. Wait for its answer before sending another, "
             "or start a new conversation."
         ),
+        "code": "conversation_busy",
         "run_id": first.json()["run_id"],
     }
     assert conversation.runs.count() == 1

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
+from agents.errors import MessageRefused
 from agents.models import AgentRun, Message
 from agents.services import conversation_create, conversation_post_message, run_execute, runs_recover_orphaned
 from approvals.models import Approval
@@ -150,9 +151,9 @@ def test_a_model_failure_ends_the_run_with_words_the_customer_can_read(alice, no
 
 def test_empty_and_huge_messages_are_refused(alice):
     conversation = conversation_create(user=alice)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(MessageRefused, match="empty"):
         conversation_post_message(conversation=conversation, content="   ")
-    with pytest.raises(ValueError, match="longer than 4000"):
+    with pytest.raises(MessageRefused, match="longer than 4000"):
         conversation_post_message(conversation=conversation, content="x" * 4001)
 
 

@@ -183,7 +183,7 @@ def assert_logged_in_order(lines: list[str], prefixes: list[str]) -> None:
 
 def test_runs_waiting_on_approvals_do_not_starve_new_chats(worker, alice, reviewer, settings, monkeypatch):
     # 8 worker threads; at most 4 may block on a decision, the rest suspend at once.
-    monkeypatch.setattr("agents.services._blocking_permits", threading.BoundedSemaphore(4))
+    settings.ANVIA_MAX_BLOCKED_RUNS = 4
     settings.ANVIA_APPROVAL_BLOCK_SECONDS = 30
     settings.ANVIA_APPROVAL_MAX_PENDING_PER_USER = 30  # one customer asks all 30
     waiting = [ask(alice, "refund order A-1001, $150") for _ in range(30)]

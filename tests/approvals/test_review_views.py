@@ -167,7 +167,7 @@ def test_detail_has_no_form_for_the_requester(client, reviewer):
     client.force_login(reviewer)
     page = text(client.get(detail_url(approval)))
     assert 'name="decision"' not in page
-    assert "another reviewer must decide it" in page
+    assert "You asked for this action, so someone else must decide it." in page
 
 
 def test_detail_of_a_decided_approval_shows_who_decided_and_no_form(reviewer_client):
@@ -326,7 +326,7 @@ def test_deciding_an_expired_approval_is_409(reviewer_client):
     approval = ApprovalFactory(expires_at=timezone.now() - timedelta(minutes=1))
     page = text(reviewer_client.get(detail_url(approval)))
     assert 'name="decision"' not in page
-    assert "time ran out" in page
+    assert "it can no longer be decided" in page
 
     response = decide(reviewer_client, approval)
 

@@ -5,7 +5,8 @@ with a live lease); suspended runs (waiting for a decision, holding no worker); 
 worker held them and its lease ran out: it died; the next decision or recovery resumes them).
 ``--json`` prints the same as one JSON object.
 
-The runs come from the agents app through the app registry: ``approvals`` never imports it.
+It lives in ``agents`` because it reads both apps (``approvals`` never imports ``agents``); which
+run is blocked, suspended or orphaned is ``AgentRun.objects``' to say.
 """
 
 from __future__ import annotations
@@ -14,15 +15,11 @@ import json
 from datetime import datetime
 from typing import Any
 
-from django.apps import apps
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from approvals.models import Approval
-
-WAITING = "waiting_for_approval"
-SUSPENDED = "suspended"
-ACTIVE = ("running", WAITING)
+from agents.models import AgentRun
+from approvals.selectors import approvals_pending
 
 
 def duration(seconds: float) -> str:
@@ -55,7 +52,7 @@ def _username(user) -> str | None:
 def status_report(*, limit: int = 50, now: datetime | None = None) -> dict[str, Any]:
     """Everything the command prints, as plain data (``--json`` prints exactly this)."""
     now = now or timezone.now()
-    pending = Approval.objects.filter(status=Approval.Status.PENDING).select_related("requested_by")
+    pending = approvals_pending()
     report: dict[str, Any] = {
         "generated_at": now.isoformat(),
         "counts": {"pending_approvals": pending.count()},
@@ -73,18 +70,11 @@ def status_report(*, limit: int = 50, now: datetime | None = None) -> dict[str, 
             for approval in pending.order_by("created_at", "id")[:limit]
         ],
     }
-    try:
-        AgentRun = apps.get_model("agents", "AgentRun")
-    except LookupError:
-        report["runs"] = "the agents app is not installed"
-        return report
-
     runs = AgentRun.objects.select_related("user")
-    live_lease = {"lease_expires_at__gte": now}
     sections = {
-        "blocked_runs": runs.filter(status=WAITING, **live_lease).order_by("created_at"),
-        "suspended_runs": runs.filter(status=SUSPENDED).order_by("suspended_at", "created_at"),
-        "orphaned_runs": runs.filter(status__in=ACTIVE, lease_expires_at__lt=now).order_by("lease_expires_at"),
+        "blocked_runs": runs.blocked_on_decision(now).order_by("created_at"),
+        "suspended_runs": runs.filter(status=AgentRun.Status.SUSPENDED).order_by("suspended_at", "created_at"),
+        "orphaned_runs": runs.orphaned(now).order_by("lease_expires_at"),
     }
     shown = {name: list(query[:limit]) for name, query in sections.items()}
     run_ids = [str(run.pk) for rows in shown.values() for run in rows]
@@ -103,7 +93,9 @@ def status_report(*, limit: int = 50, now: datetime | None = None) -> dict[str, 
                 "created_at": _iso(run.created_at),
                 "age_seconds": _seconds(run.created_at, now),
                 "suspended_at": _iso(run.suspended_at),
-                "suspended_seconds": _seconds(run.suspended_at, now) if run.status == SUSPENDED else None,
+                "suspended_seconds": (
+                    _seconds(run.suspended_at, now) if run.status == AgentRun.Status.SUSPENDED else None
+                ),
                 "lease_owner": run.lease_owner or None,
                 "lease_expires_at": _iso(run.lease_expires_at),
                 "lease_left_seconds": (
@@ -156,8 +148,6 @@ class Command(BaseCommand):
             ],
             counts["pending_approvals"],
         )
-        if "blocked_runs" not in report:
-            return [*lines, "", f"Runs: {report['runs']}."]
         sections = [
             ("blocked_runs", "Runs blocked in a worker on a decision", "LEASE LEFT", "lease_left_seconds"),
             ("suspended_runs", "Suspended runs (waiting for a decision, no worker held)", "SUSPENDED", None),

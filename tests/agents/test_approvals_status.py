@@ -10,8 +10,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from agents.management.commands.approvals_status import duration
 from agents.models import AgentRun, Conversation
-from approvals.management.commands.approvals_status import duration
 from tests.factories import ApprovalFactory, ReviewerFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

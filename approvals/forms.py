@@ -1,0 +1,47 @@
+"""The reviewer page's decision form: approve or reject, a reason, and edited arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from anvia_project.untrusted_json import UntrustedJSONError, json_loads_bounded
+from approvals.models import Approval
+from approvals.services import canonical_json
+
+CHOOSE = "Choose Approve or Reject."
+
+
+class DecisionForm(forms.Form):
+    decision = forms.ChoiceField(
+        choices=[("approve", "Approve"), ("reject", "Reject")],
+        error_messages={"required": CHOOSE, "invalid_choice": CHOOSE},
+    )
+    reason = forms.CharField(required=False, max_length=2000)
+    edited_args = forms.CharField(required=False, strip=False)
+
+    def __init__(self, *args: Any, approval: Approval, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.approval = approval
+
+    @property
+    def approved(self) -> bool:
+        return self.cleaned_data["decision"] == "approve"
+
+    def clean(self) -> dict[str, Any]:
+        """``args``: the edited arguments when approving with a change, else ``None`` (a rejected
+        call never runs, whatever its args; an unchanged box is no edit)."""
+        data = super().clean()
+        data["args"] = None
+        raw = data.get("edited_args") or ""
+        if data.get("decision") != "approve" or not raw.strip():
+            return data
+        try:
+            parsed = json_loads_bounded(raw)
+        except UntrustedJSONError as error:
+            self.add_error("edited_args", str(error))
+            return data
+        if canonical_json(parsed) != canonical_json(self.approval.args):
+            data["args"] = parsed
+        return data

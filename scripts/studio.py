@@ -1,19 +1,34 @@
 """``make studio``: the support agent in Anvia Studio, at http://127.0.0.1:4021/.
 
-The three lines at the bottom are the whole Studio script a developer writes; the rest only puts
-the project on the import path, because ``python scripts/studio.py`` starts in ``scripts/``.
-``anvia.studio`` comes first: importing it sets Django up, which the agent's tools need.
-``ANVIA_STUDIO_PORT`` moves it to another port (0: any free one; the first line printed says which).
+Studio is framework code and knows nothing of Django; the support agent's tools use the shop's
+models, so this script sets Django up first (one process: decisions wake the waiting run in
+memory, no Redis, no Celery) and brings the database up to date. The last lines are the Studio
+part a developer writes. ``ANVIA_STUDIO_PORT`` moves it to another port (0: any free one; the
+first line printed says which).
 """
 
-# ruff: noqa: I001
+# ruff: noqa: E402
 
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "anvia_project.settings")
+os.environ.setdefault("DJANGO_DEBUG", "true")  # a local tool on 127.0.0.1
+os.environ["ANVIA_DECISION_CHANNEL"] = "memory"  # Studio's runs and its reviewer share this process
+os.environ.setdefault("ANVIA_CHANNEL_LAYER", "memory")
 
-from anvia.studio import Studio
+import django
+
+django.setup()
+
+from django.core.management import call_command
+
+call_command("migrate", interactive=False, verbosity=0)
+
 from agents.support import support_agent
+from anvia.studio import Studio
+from approvals.studio_store import ApprovalsStore
 
-Studio([support_agent]).start(port=4021)
+Studio([support_agent], store=ApprovalsStore()).start(port=4021)

@@ -1,61 +1,41 @@
-"""Studio's run manager: each chat message runs its agent in a background thread.
+"""Studio's chats and runs: each message runs its agent in a thread; the timelines stay in memory.
 
-Runs, messages, events and approvals are the app's own rows (``agents.models``,
-``approvals.models``) written through the app's approval runtime, so the Django admin shows them
-too. Two marks keep the app's Celery machinery away from Studio's runs:
-
-- the framework's run id is ``studio-<AgentRun uuid hex>``, not the ``AgentRun`` uuid, so an
-  approval's ``run_id`` never names an app run and the app's resume-on-decision signal
-  (``agents.services.run_resume_after_decision``) ignores Studio's decisions;
-- ``lease_owner`` is ``studio:<pid>`` and ``lease_expires_at`` stays empty, so the app's orphan
-  recovery (active runs whose lease ran out) never picks a Studio run up, even with the app's beat
-  running on the same database. Studio never leaves a run ``queued`` either.
-
-A waiting run blocks its thread on the app's approval runtime in short slices, re-reading the
-approval row each time, so a decision made elsewhere (the Django admin, the reviewer queue in
-another process) reaches it too, and Ctrl-C can suspend it cleanly. The next Studio resumes it.
+A protected tool call is recorded in the approval store, then the run's thread waits on the store
+in short slices until someone decides (in Studio's page, or wherever the store's records can be
+decided), so that Ctrl-C stops a waiting run within one slice. Runs are Studio's own: they live
+as long as the process, and when Studio stops, the requests they leave pending are cancelled.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.db import connections, transaction
-from django.db.models import F
-from django.utils import timezone
-
-from agents.models import AgentRun, Conversation, Message, RunEvent
-from anvia import Agent, AgentRunError, Event, Hook, RunState, SuspendRun, ToolCall, create_hook
-from anvia import Message as ModelMessage
+from anvia.core.agent import Agent
+from anvia.core.errors import AgentRunError
+from anvia.core.events import Event
+from anvia.core.hooks import Hook, create_hook
+from anvia.core.messages import Message
+from anvia.core.tools import DEFAULT_REJECT_MESSAGE, ToolCall
 from anvia.studio.changes import Changes
-from anvia.studio.users import acting_users, studio_reviewer_ensure
-from approvals.errors import ApprovalError
-from approvals.hooks import approval_hook, approval_request_for
-from approvals.models import Approval
-from approvals.services import approval_decide, approval_record_call_outcome, approval_request
+from anvia.studio.store import ActingUser, ApprovalRecord, ApprovalRequest, ApprovalStore, StoreError
 
 logger = logging.getLogger("anvia.studio")
 
-RUN_ID_PREFIX = "studio-"
-OWNER_PREFIX = "studio:"
 MAX_MESSAGE_CHARS = 4000
 MAX_REASON_CHARS = 2000
 HISTORY_MESSAGES = 20
-# How long a waiting run blocks before it re-reads its approval: the most a decision made in
-# another process, or Ctrl-C, waits to be noticed.
+RECENT_DECISIONS = 5
+# How long a waiting run blocks on the store before it looks again: the most Ctrl-C waits for it.
 DECISION_SLICE_SECONDS = 1.0
-OPEN_STATUSES = (AgentRun.Status.RUNNING, AgentRun.Status.WAITING_FOR_APPROVAL, AgentRun.Status.SUSPENDED)
-STATUS_AFTER_EVENT = {
-    "approval_requested": AgentRun.Status.WAITING_FOR_APPROVAL,
-    "approval_decided": AgentRun.Status.RUNNING,
-}
+OPEN = ("running", "waiting_for_approval")
+STATUS_AFTER_EVENT = {"approval_requested": "waiting_for_approval", "approval_decided": "running"}
+STOPPED_REASON = "Studio stopped before anyone decided."
 
 
 class StudioError(Exception):
@@ -67,23 +47,39 @@ class StudioError(Exception):
         self.status = status
 
 
-def studio_run_id(run_pk: uuid.UUID) -> str:
-    """The framework run id (and ``Approval.run_id``) of a Studio ``AgentRun``."""
-    return f"{RUN_ID_PREFIX}{run_pk.hex}"
+@dataclass
+class Run:
+    """One message and what the agent did with it."""
+
+    id: str
+    message: str
+    status: str = "running"
+    error: str = ""
+    answer: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    approvals: dict[str, int] = field(default_factory=dict)  # call id -> approval id
+    created_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
 
 
-def studio_runs_all():
-    """Every ``AgentRun`` Studio made, in any process."""
-    return AgentRun.objects.filter(lease_owner__startswith=OWNER_PREFIX)
+@dataclass
+class Chat:
+    """A conversation with one agent, as one user."""
 
+    id: int
+    agent: str
+    user: ActingUser | None
+    title: str
+    runs: list[Run] = field(default_factory=list)
+    updated_at: float = field(default_factory=time.time)
 
-def studio_approvals():
-    """Every approval a Studio run asked for."""
-    return Approval.objects.filter(run_id__startswith=RUN_ID_PREFIX)
+    @property
+    def status(self) -> str:
+        return self.runs[-1].status if self.runs else "succeeded"
 
 
 def agents_by_name(agents: Iterable[Agent]) -> dict[str, Agent]:
-    """The agents by name; ``ValueError`` for a non-agent, a repeated name, or none at all."""
+    """The agents by name; ``TypeError`` for a non-agent, ``ValueError`` for a repeated name or none."""
     named: dict[str, Agent] = {}
     for agent in agents:
         if not isinstance(agent, Agent):
@@ -96,278 +92,344 @@ def agents_by_name(agents: Iterable[Agent]) -> dict[str, Agent]:
     return named
 
 
+def model_label(agent: Agent) -> str:
+    """The agent's model by name, as the page and the banner show it."""
+    try:
+        return str(getattr(agent.model, "name", "") or type(agent.model).__name__)
+    except Exception as error:
+        # A model whose settings are broken still lets the page load; the run will say more.
+        return f"model unavailable ({error})"
+
+
 class StudioRuns:
     """Starts, records, decides and stops Studio's runs. Safe to call from any thread."""
 
     def __init__(
         self,
-        agents: Sequence[Agent],
+        agents: Iterable[Agent],
+        store: ApprovalStore,
         *,
         changes: Changes | None = None,
         decision_slice: float = DECISION_SLICE_SECONDS,
     ):
         self.agents = agents_by_name(agents)
+        self.store = store
         self.changes = changes or Changes()
         self.decision_slice = decision_slice
-        self.owner = f"{OWNER_PREFIX}{os.getpid()}"
-        self._threads: dict[uuid.UUID, threading.Thread] = {}
-        self._lock = threading.Lock()
+        self._chats: dict[int, Chat] = {}
+        self._chat_of_run: dict[str, Chat] = {}
+        self._approval_ids: list[int] = []
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.RLock()
         self._stopping = threading.Event()
-        self._reviewer_id: int | None = None
 
-    # -- the reviewer ----------------------------------------------------------------------
+    # -- chats -------------------------------------------------------------------------------
 
-    def reviewer(self):
-        """The ``studio`` user, fresh from the database (its permissions are not cached)."""
-        if self._reviewer_id is None:
-            self._reviewer_id = studio_reviewer_ensure().pk
-        return get_user_model().objects.get(pk=self._reviewer_id)
-
-    # -- chats -----------------------------------------------------------------------------
-
-    def chat_start(self, *, agent_name: str, user_id: int, message: str) -> AgentRun:
-        """A new chat with ``agent_name``, acting as user ``user_id``, answering ``message``."""
+    def chat_start(self, *, agent_name: object, user_id: object, message: object) -> Chat:
+        """A new chat with ``agent_name``, acting as the store's user ``user_id``, answering ``message``."""
         self._refuse_when_stopping()
-        agent = self.agents.get(agent_name)
+        agent = self.agents.get(agent_name) if isinstance(agent_name, str) else None
         if agent is None:
             known = ", ".join(self.agents)
             raise StudioError(f"No agent named {agent_name!r} in this Studio; there are: {known}.", field="agent")
         content = _message_text(message)
-        user = acting_users().filter(pk=user_id).first() if isinstance(user_id, int) else None
-        if user is None:
-            raise StudioError("Choose a user to act as (any active user but the Studio reviewer).", field="user_id")
-        with transaction.atomic():
-            conversation = Conversation.objects.create(user=user, agent_name=agent.name, title=content[:80])
-            run = self._run_create(conversation, content)
-        self._start(run)
-        return run
+        user = self._acting_user(user_id)
+        with self._lock:
+            chat = Chat(id=len(self._chats) + 1, agent=agent.name, user=user, title=content[:80])
+            self._chats[chat.id] = chat
+            self._start(chat, content)
+        return chat
 
-    def chat_send(self, *, conversation_id: int, message: str) -> AgentRun:
+    def chat_send(self, *, chat_id: int, message: object) -> Chat:
         """Answer ``message`` in an existing chat; refused while its last run is still open."""
         self._refuse_when_stopping()
         content = _message_text(message)
-        conversation = Conversation.objects.filter(pk=conversation_id, runs__lease_owner__startswith=OWNER_PREFIX)
-        conversation = conversation.select_related("user").first()
-        if conversation is None:
-            raise StudioError(f"There is no Studio chat #{conversation_id}.", status=404)
-        if conversation.agent_name not in self.agents:
-            raise StudioError(
-                f"This chat is with {conversation.agent_name!r}, which this Studio was not started with.",
-                status=409,
-            )
         with self._lock:
-            busy = conversation.runs.filter(status__in=OPEN_STATUSES).first()
-            if busy is not None:
-                raise StudioError(_busy_message(busy), status=409)
-            with transaction.atomic():
-                run = self._run_create(conversation, content)
-        self._start(run)
-        return run
+            chat = self._chats.get(chat_id)
+            if chat is None:
+                raise StudioError(f"There is no Studio chat #{chat_id}.", status=404)
+            if chat.status in OPEN:
+                raise StudioError(self._busy_message(chat.runs[-1]), status=409)
+            self._start(chat, content)
+        return chat
 
-    def _run_create(self, conversation: Conversation, content: str) -> AgentRun:
-        now = timezone.now()
-        run = AgentRun.objects.create(
-            conversation=conversation,
-            user=conversation.user,
-            agent_name=conversation.agent_name,
-            status=AgentRun.Status.RUNNING,
-            lease_owner=self.owner,
-            attempts=1,
-            started_at=now,
-        )
-        Message.objects.create(conversation=conversation, run=run, role=Message.Role.USER, content=content)
-        Conversation.objects.filter(pk=conversation.pk).update(updated_at=now)
-        return run
+    def users(self) -> list[ActingUser]:
+        """Who the page offers to act as (the store's users), the default first."""
+        return self.store.users()
 
-    # -- decisions -------------------------------------------------------------------------
+    def _acting_user(self, user_id: object) -> ActingUser | None:
+        users = self.users()
+        if not users and user_id in (None, ""):
+            return None
+        chosen = next((u for u in users if user_id is not None and str(u.id) == str(user_id)), None)
+        if chosen is None:
+            raise StudioError("Choose a user to act as, from the list the page offers.", field="user_id")
+        return chosen
 
-    def decide(self, *, approval_id: int, approved: bool, reason: str = "") -> Approval:
-        """Decide a Studio approval as the ``studio`` reviewer, through the app's runtime."""
+    def _busy_message(self, run: Run) -> str:
+        if run.status == "waiting_for_approval":
+            pending = [f"#{r.id}" for r in map(self._record, run.approvals.values()) if r and r.pending]
+            which = f"approval {', '.join(pending)}" if pending else "an approval"
+            return f"This chat is waiting for {which}: decide it in the Approvals panel, or start another chat."
+        return "This chat is still answering your last message; wait for it, or start another chat."
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def decide(self, *, approval_id: int, approved: bool, reason: str = "") -> ApprovalRecord:
+        """Decide a request as the store's reviewer; its waiting run goes on."""
         reason = (reason or "").strip()
         if len(reason) > MAX_REASON_CHARS:
             raise StudioError(f"The reason is longer than {MAX_REASON_CHARS} characters.", field="reason")
-        if not studio_approvals().filter(pk=approval_id).exists():
-            raise StudioError(f"There is no Studio approval #{approval_id}.", status=404)
         try:
-            decided = approval_decide(
-                approval_id=approval_id, reviewer=self.reviewer(), approved=approved, reason=reason
-            )
-        except ApprovalError as error:
-            raise StudioError(str(error), status=error.status_code) from error
-        self.changes.post(conversation_id=_int_or_none(decided.conversation_id), approval_id=decided.pk)
-        return decided
+            record = self.store.decide(approval_id, approved=approved, reason=reason)
+        except StoreError as error:
+            raise StudioError(str(error), status=error.status) from error
+        self._post(self._chat_of_run.get(record.run_id), approvals=True)
+        return record
 
-    # -- starting and stopping -------------------------------------------------------------
+    # -- what the page reads -----------------------------------------------------------------
 
-    def resume_left_runs(self) -> list[AgentRun]:
-        """Resume the runs a stopped Studio left open, for the agents this Studio has: suspended
-        at Ctrl-C, or cut off when its process died. They continue from their saved state."""
-        resumed = []
-        candidates = studio_runs_all().filter(agent_name__in=list(self.agents), status__in=OPEN_STATUSES)
-        for run in candidates.order_by("created_at"):
-            if run.status != AgentRun.Status.SUSPENDED and not _owner_gone(run.lease_owner):
-                continue
-            claimed = AgentRun.objects.filter(pk=run.pk, status=run.status, lease_owner=run.lease_owner).update(
-                status=AgentRun.Status.RUNNING, lease_owner=self.owner, attempts=F("attempts") + 1, suspended_at=None
-            )
-            if not claimed:
-                continue
-            RunEvent.objects.create(run=run, type="resumed", data={"message": "Studio started again; resuming."})
-            self._start(run)
-            resumed.append(run)
-        return resumed
+    def chat_list(self) -> list[dict[str, Any]]:
+        """Studio's chats, newest activity first, with their last run's status and pending approvals."""
+        with self._lock:
+            chats = sorted(self._chats.values(), key=lambda c: (c.updated_at, c.id), reverse=True)
+        pending: dict[str, int] = {}
+        for record in self.store.pending():
+            pending[record.run_id] = pending.get(record.run_id, 0) + 1
+        return [
+            {**self._chat_head(chat), "pending_approvals": sum(pending.get(run.id, 0) for run in chat.runs)}
+            for chat in chats
+        ]
+
+    def chat_detail(self, chat_id: int) -> dict[str, Any]:
+        """One chat with the timeline of each run: its events, approvals, question and answer."""
+        with self._lock:
+            chat = self._chats.get(chat_id)
+            if chat is None:
+                raise StudioError(f"There is no Studio chat #{chat_id}.", status=404)
+            runs = [(run, list(run.events), dict(run.approvals)) for run in chat.runs]
+        return {
+            **self._chat_head(chat),
+            "runs": [
+                {
+                    "id": run.id,
+                    "status": run.status,
+                    "error": run.error,
+                    "created_at": _iso(run.created_at),
+                    "finished_at": _iso(run.finished_at),
+                    "message": run.message,
+                    "answer": run.answer,
+                    "events": [self._timeline_event(event, approvals) for event in events],
+                }
+                for run, events, approvals in runs
+            ],
+        }
+
+    def approvals_panel(self) -> dict[str, list[dict[str, Any]]]:
+        """Pending requests, oldest first, and the latest few this Studio saw decided."""
+        with self._lock:
+            asked = list(self._approval_ids)
+        decided = [r for r in (self._record(i) for i in asked) if r is not None and not r.pending]
+        decided.sort(key=lambda r: (r.decided_at or 0, r.id), reverse=True)
+        return {
+            "pending": [self.approval_summary(r) for r in sorted(self.store.pending(), key=lambda r: r.created_at)],
+            "recent": [self.approval_summary(r) for r in decided[:RECENT_DECISIONS]],
+        }
+
+    def approval_summary(self, record: ApprovalRecord) -> dict[str, Any]:
+        """A request as the panel and the timeline show it: reason, arguments, who decided and why."""
+        chat = self._chat_of_run.get(record.run_id)
+        return {
+            "id": record.id,
+            "status": record.status,
+            "tool_name": record.tool_name,
+            "agent": record.agent_name,
+            "chat_id": chat.id if chat else None,
+            "requested_by": record.requested_by,
+            "reason": record.reason,
+            "args": record.args,
+            "reject_message": record.reject_message,
+            "created_at": _iso(record.created_at),
+            "decided_by": record.decided_by,
+            "decided_at": _iso(record.decided_at),
+            "decision_reason": record.decision_reason,
+        }
+
+    def _chat_head(self, chat: Chat) -> dict[str, Any]:
+        return {
+            "id": chat.id,
+            "agent": chat.agent,
+            "user": chat.user.label if chat.user else None,
+            "title": chat.title,
+            "status": chat.status,
+            "updated_at": _iso(chat.updated_at),
+        }
+
+    def _timeline_event(self, event: dict[str, Any], approvals: dict[str, int]) -> dict[str, Any]:
+        if event["type"] not in ("approval_requested", "approval_decided"):
+            return event
+        record = self._record(approvals.get(event["data"].get("call_id"), 0))
+        return {**event, "approval": self.approval_summary(record) if record else None}
+
+    def _record(self, approval_id: int) -> ApprovalRecord | None:
+        try:
+            return self.store.get(approval_id)
+        except StoreError:
+            return None
+
+    # -- starting and stopping ---------------------------------------------------------------
 
     def open_runs(self) -> int:
-        """How many runs this Studio is running right now."""
+        """How many runs are going right now."""
         with self._lock:
             return len(self._threads)
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait for every run thread to end; ``False`` if some are still going after ``timeout``."""
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        """Start no more runs; runs waiting for a decision stop within one slice and their requests
+        are cancelled. ``False`` if a run was still busy (in a model call, say) at ``timeout``."""
+        self._stopping.set()
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
                 threads = list(self._threads.values())
-            if not threads:
-                return True
-            for thread in threads:
-                thread.join(max(0.0, deadline - time.monotonic()))
-            if time.monotonic() >= deadline:
-                with self._lock:
-                    return not any(t.is_alive() for t in self._threads.values())
-
-    def shutdown(self, timeout: float = 10.0) -> bool:
-        """Stop starting runs; runs waiting for a decision suspend within one slice, to resume in
-        the next Studio. ``False`` if a run was still busy (in a model call, say) at ``timeout``."""
-        self._stopping.set()
-        return self.wait_idle(timeout)
+            remaining = deadline - time.monotonic()
+            if not threads or remaining <= 0:
+                return not threads
+            threads[0].join(remaining)
 
     def _refuse_when_stopping(self) -> None:
         if self._stopping.is_set():
             raise StudioError("Studio is stopping; start it again to chat.", status=503)
 
-    def _start(self, run: AgentRun) -> None:
+    def _start(self, chat: Chat, content: str) -> None:
+        agent = self.agents[chat.agent]
+        history = [
+            message
+            for run in chat.runs
+            for message in (Message.user(run.message), Message(role="assistant", content=run.answer))
+            if message.content
+        ][-HISTORY_MESSAGES:]
+        context = {"user_id": chat.user.id} if chat.user else {}
+        request = agent.prompt(content, history=history, context=context)
+        run = Run(id=request.state.run_id, message=content)
+        chat.runs.append(run)
+        chat.updated_at = run.created_at
+        self._chat_of_run[run.id] = chat
         thread = threading.Thread(
-            target=self._run_thread, args=(run.pk,), name=f"studio-run-{run.pk.hex[:8]}", daemon=True
+            target=self._run_thread, args=(chat, run, request), name=f"studio-run-{run.id[:8]}", daemon=True
         )
-        with self._lock:
-            self._threads[run.pk] = thread
+        self._threads[run.id] = thread
         thread.start()
-        self.changes.post(conversation_id=run.conversation_id, run_id=str(run.pk))
+        self._post(chat)
 
-    # -- one run, in its own thread --------------------------------------------------------
+    # -- one run, in its own thread ----------------------------------------------------------
 
-    def _run_thread(self, run_pk: uuid.UUID) -> None:
-        conversation_id = None
+    def _run_thread(self, chat: Chat, run: Run, request) -> None:
         try:
-            run = AgentRun.objects.select_related("conversation", "user").get(pk=run_pk)
-            conversation_id = run.conversation_id
-            agent = self.agents[run.agent_name]
-            recorder = RunRecorder(run, self.changes)
-            request = agent.resume(run.state) if run.state else self._first_prompt(agent, run)
-            try:
-                response = (
-                    request.request_hook(self._approval_hook(run))
-                    .on_event(recorder.event)
-                    .on_checkpoint(recorder.checkpoint)
-                    .send_sync()
-                )
-            except AgentRunError as error:
-                # The framework already sent the "error" event the timeline shows.
-                _run_finish(run_pk, AgentRun.Status.FAILED, error=str(error))
-                return
+            response = (
+                request.request_hook(self._approval_hook(chat, run)).on_event(self._recorder(chat, run)).send_sync()
+            )
             if response.suspended:
-                _run_finish(run_pk, AgentRun.Status.SUSPENDED)
+                self._finish(chat, run, "stopped", error=STOPPED_REASON)
             else:
-                _run_finish(run_pk, AgentRun.Status.SUCCEEDED, text=response.text or "")
+                self._finish(chat, run, "succeeded", answer=response.text or "")
+        except AgentRunError as error:
+            self._finish(chat, run, "failed", error=str(error))  # the framework already sent its "error" event
         except Exception as error:
-            # Studio's own trouble (the database, a bug): show it in the timeline and keep serving.
-            logger.exception("Studio could not run %s", run_pk)
+            # Studio's own trouble (a store that failed, a bug): show it in the timeline and keep serving.
+            logger.exception("Studio could not run %s", run.id)
             message = f"Studio could not run this: {type(error).__name__}: {error}"
-            with contextlib.suppress(Exception):
-                RunEvent.objects.create(run_id=run_pk, type="error", data={"message": message, "kind": "StudioError"})
-            with contextlib.suppress(Exception):
-                _run_finish(run_pk, AgentRun.Status.FAILED, error=message)
-        finally:
             with self._lock:
-                self._threads.pop(run_pk, None)
-            connections.close_all()
-            self.changes.post(conversation_id=conversation_id, run_id=str(run_pk))
+                run.events.append(_event_item("error", {"message": message, "kind": "StudioError"}))
+            self._finish(chat, run, "failed", error=message)
+        finally:
+            self._cancel_left_requests(run)
+            try:
+                self.store.thread_done()
+            finally:
+                with self._lock:
+                    self._threads.pop(run.id, None)
+                self._post(chat, approvals=bool(run.approvals))
 
-    def _first_prompt(self, agent: Agent, run: AgentRun):
-        messages = list(run.conversation.messages.order_by("created_at", "id"))
-        asked = next(m for m in reversed(messages) if m.run_id == run.pk and m.role == Message.Role.USER)
-        earlier = [m for m in messages if m.created_at <= asked.created_at and m.pk != asked.pk][-HISTORY_MESSAGES:]
-        return agent.prompt(
-            asked.content,
-            history=[ModelMessage(role=m.role, content=m.content) for m in earlier],
-            context={"user_id": run.user_id, "conversation_id": run.conversation_id},
-            run_id=studio_run_id(run.pk),
-        )
+    def _finish(self, chat: Chat, run: Run, status: str, *, answer: str | None = None, error: str = "") -> None:
+        with self._lock:
+            run.status = status
+            run.answer = answer or None
+            run.error = error
+            run.finished_at = chat.updated_at = time.time()
 
-    def _approval_hook(self, run: AgentRun) -> Hook:
-        """The app's approval hook, asked again slice after slice until a decision lands."""
-        identity = {"user": run.user, "conversation_id": run.conversation_id, "agent_name": run.agent_name}
-        app_hook = approval_hook(**identity, block_seconds=self.decision_slice)
+    def _cancel_left_requests(self, run: Run) -> None:
+        for approval_id in list(run.approvals.values()):
+            try:
+                self.store.cancel(approval_id, reason=STOPPED_REASON)
+            except StoreError:
+                logger.warning("Studio could not cancel approval #%s of run %s", approval_id, run.id, exc_info=True)
 
+    def _recorder(self, chat: Chat, run: Run):
+        def record(event: Event) -> None:
+            with self._lock:
+                run.events.append(_event_item(event.type, event.data, event.at))
+                run.status = STATUS_AFTER_EVENT.get(event.type, run.status)
+                approval_id = run.approvals.get(event.data.get("call_id", ""))
+            if event.type == "tool_result" and approval_id is not None:
+                outcome = {key: event.data.get(key) for key in ("outcome", "result", "message")}
+                self.store.record_outcome(approval_id, outcome)
+            self._post(chat, approvals=event.type.startswith("approval"))
+
+        return record
+
+    def _approval_hook(self, chat: Chat, run: Run) -> Hook:
         def on_tool_call(call: ToolCall):
             if not call.requires_approval:
                 return None
-            # Create the record first, so the approvals panel hears of it at once.
-            approval, _ = approval_request(request=approval_request_for(call, **identity))
-            self.changes.post(conversation_id=run.conversation_id, approval_id=approval.pk)
-            while True:
-                verdict = app_hook.on_tool_call(call)
-                if not isinstance(verdict, SuspendRun) or self._stopping.is_set():
-                    return verdict
+            reject_message = call.approval.reject_message if call.approval else DEFAULT_REJECT_MESSAGE
+            try:
+                record = self.store.request(
+                    ApprovalRequest(
+                        run_id=call.run_id,
+                        call_id=call.call_id,
+                        tool_name=call.tool_name,
+                        args=call.args_json,
+                        reason=call.approval_reason or f"Approve {call.tool_name}?",
+                        reject_message=reject_message,
+                        agent_name=chat.agent,
+                        requested_by=chat.user,
+                        input_schema=call.definition.input.model_json_schema(),
+                    )
+                )
+            except StoreError as refused:
+                return call.tool.skip(str(refused))
+            with self._lock:
+                run.approvals[call.call_id] = record.id
+                self._approval_ids.append(record.id)
+            self._post(chat, approvals=True)
+            while record.pending:
+                if self._stopping.is_set():
+                    return call.tool.suspend(STOPPED_REASON)
+                record = self.store.wait(record.id, self.decision_slice)
+            if record.status != "approved":
+                return call.tool.skip(_refusal(reject_message, record))
+            if record.edited_args is None:
+                return call.tool.run()
+            return call.tool.run(record.edited_args, note="A reviewer changed the arguments before approving.")
 
         return create_hook(on_tool_call=on_tool_call, name="Studio approval hook")
 
-
-class RunRecorder:
-    """Saves a Studio run's state and events as the app's rows; posts a change notice for each.
-
-    Unlike ``agents.services.RunRecorder`` it never touches the lease: a Studio run must never
-    look like an app run whose worker died.
-    """
-
-    def __init__(self, run: AgentRun, changes: Changes):
-        self.run = run
-        self.changes = changes
-
-    def checkpoint(self, state: RunState) -> None:
-        """Save the run's state (the admin shows it; a restarted Studio resumes from it)."""
-        AgentRun.objects.filter(pk=self.run.pk).update(state=state.model_dump(mode="json"))
-
-    def event(self, event: Event) -> None:
-        """Record one framework event for the timeline and tell open pages."""
-        status = STATUS_AFTER_EVENT.get(event.type)
-        if status:
-            AgentRun.objects.filter(pk=self.run.pk).update(status=status)
-        RunEvent.objects.create(run_id=self.run.pk, type=event.type, data=event.data)
-        if event.type == "tool_result" and event.data.get("requires_approval"):
-            approval_record_call_outcome(
-                run_id=event.run_id,
-                call_id=event.data["call_id"],
-                outcome={key: event.data.get(key) for key in ("outcome", "result", "message")},
-            )
-        self.changes.post(conversation_id=self.run.conversation_id, run_id=str(self.run.pk), event=event.type)
+    def _post(self, chat: Chat | None, *, approvals: bool = False) -> None:
+        self.changes.post(chat_id=chat.id if chat else None, approvals=approvals)
 
 
-def _run_finish(run_pk: uuid.UUID, status: str, *, text: str = "", error: str = "") -> None:
-    now = timezone.now()
-    with transaction.atomic():
-        run = AgentRun.objects.select_for_update().get(pk=run_pk)
-        run.status = status
-        run.error = error
-        run.finished_at = now if status in AgentRun.FINISHED else None
-        run.suspended_at = now if status == AgentRun.Status.SUSPENDED else None
-        run.save(update_fields=["status", "error", "finished_at", "suspended_at"])
-        if status == AgentRun.Status.SUCCEEDED and text:
-            Message.objects.get_or_create(
-                run=run, role=Message.Role.ASSISTANT, defaults={"conversation_id": run.conversation_id, "content": text}
-            )
-        Conversation.objects.filter(pk=run.conversation_id).update(updated_at=now)
+def _refusal(reject_message: str, record: ApprovalRecord) -> str:
+    """What the model receives for a call that was not approved."""
+    if record.status == "expired":
+        return f"{reject_message} (The approval request expired before anyone decided.)"
+    if record.status == "cancelled":
+        return f"{reject_message} (The approval request was cancelled: {record.decision_reason})"
+    return f"{reject_message} Reviewer's reason: {record.decision_reason}" if record.decision_reason else reject_message
+
+
+def _event_item(type_: str, data: dict[str, Any], at: float | None = None) -> dict[str, Any]:
+    return {"type": type_, "data": data, "at": _iso(at or time.time())}
 
 
 def _message_text(message: object) -> str:
@@ -379,33 +441,5 @@ def _message_text(message: object) -> str:
     return content
 
 
-def _busy_message(run: AgentRun) -> str:
-    if run.status == AgentRun.Status.WAITING_FOR_APPROVAL:
-        pending = studio_approvals().filter(run_id=studio_run_id(run.pk), status=Approval.Status.PENDING).first()
-        which = f"approval #{pending.pk}" if pending else "an approval"
-        return f"This chat is waiting for {which}: decide it in the Approvals panel, or start another chat."
-    return "This chat is still answering your last message; wait for it, or start another chat."
-
-
-def _owner_gone(owner: str) -> bool:
-    """Whether the Studio process named in ``lease_owner`` has ended (this process is alive)."""
-    try:
-        pid = int(owner.removeprefix(OWNER_PREFIX))
-    except ValueError:
-        return True
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def _int_or_none(value: object) -> int | None:
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
+def _iso(timestamp: float | None) -> str | None:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat() if timestamp else None

@@ -1,4 +1,5 @@
-"""Studio's run manager against the app's real models and approval runtime, with scripted models."""
+"""Studio at the framework level: ``StudioRuns`` and a served ``Studio`` on the in-memory store,
+with scripted models. No database here; ``test_approvals_store.py`` brings its own."""
 
 from __future__ import annotations
 
@@ -8,17 +9,17 @@ from collections.abc import Callable, Iterator
 import pytest
 from pydantic import BaseModel
 
-from agents.models import AgentRun
 from anvia import Agent, Approval, ToolError, create_tool
+from anvia.studio import ActingUser, MemoryStore, Studio
 from anvia.studio.runs import StudioRuns
 from anvia.testing import ScriptedModel
-from approvals.models import Approval as ApprovalRow
 from tests.anvia.tools_fixtures import make_refund_tool
-from tests.factories import UserFactory
 
-# Short, so stopping a Studio in a test takes a fraction of a second. A decision made in this
-# process still wakes the run at once through the decision channel.
-TEST_SLICE_SECONDS = 0.2
+# Short, so stopping a Studio in a test takes a fraction of a second. A decision still wakes the
+# waiting run at once: the store's wait returns as soon as it lands.
+TEST_SLICE_SECONDS = 0.1
+ALICE = ActingUser(id=7, label="alice")
+BOB = ActingUser(id=8, label="bob", note="staff")
 
 
 class InvoiceRef(BaseModel):
@@ -29,7 +30,7 @@ def make_void_tool(executed: list) -> object:
     """A tool that always needs approval."""
 
     def void(args: InvoiceRef, ctx):
-        executed.append((args.invoice_id, ctx.idempotency_key))
+        executed.append((args.invoice_id, ctx.context.get("user_id")))
         return {"invoice_id": args.invoice_id, "status": "void"}
 
     return create_tool(
@@ -60,23 +61,38 @@ def refund_agent(model: ScriptedModel, executed: list, *, name: str = "support")
 
 
 @pytest.fixture
-def alice():
-    return UserFactory(username="alice")
+def store() -> MemoryStore:
+    return MemoryStore(users=[ALICE, BOB])
 
 
 @pytest.fixture
-def studio() -> Iterator[Callable[..., StudioRuns]]:
-    """``studio(agent, ...)``: a Studio run manager; every one made is stopped after the test."""
+def studio_runs(store) -> Iterator[Callable[..., StudioRuns]]:
+    """``studio_runs(agent, ...)``: a Studio run manager on ``store``; each is stopped after the test."""
     made: list[StudioRuns] = []
 
-    def start(*agents: Agent) -> StudioRuns:
-        runs = StudioRuns(agents, decision_slice=TEST_SLICE_SECONDS)
+    def start(*agents: Agent, on=None) -> StudioRuns:
+        runs = StudioRuns(agents, on or store, decision_slice=TEST_SLICE_SECONDS)
         made.append(runs)
         return runs
 
     yield start
     for runs in made:
         assert runs.shutdown(10), "a Studio run thread did not end"
+
+
+@pytest.fixture
+def served(store) -> Iterator[Callable[..., object]]:
+    """``served(agent, ...)``: a Studio serving on a free 127.0.0.1 port; stopped after the test."""
+    running = []
+
+    def serve(*agents: Agent, **options):
+        studio = Studio(agents, store=options.pop("store", store), decision_slice=TEST_SLICE_SECONDS, **options)
+        running.append(studio.serve(port=0))
+        return running[-1]
+
+    yield serve
+    for studio in running:
+        assert studio.stop(10), "a Studio run thread did not end"
 
 
 def until(runs: StudioRuns, predicate: Callable[[], object], *, what: str, timeout: float = 15.0):
@@ -93,17 +109,22 @@ def until(runs: StudioRuns, predicate: Callable[[], object], *, what: str, timeo
         runs.changes.wait(seen, remaining)
 
 
-def pending_approval(runs: StudioRuns, *, tool_name: str | None = None) -> ApprovalRow:
+def pending_approval(runs: StudioRuns, *, tool_name: str | None = None):
     def find():
-        rows = ApprovalRow.objects.filter(status=ApprovalRow.Status.PENDING)
-        return (rows.filter(tool_name=tool_name) if tool_name else rows).first()
+        return next((r for r in runs.store.pending() if tool_name in (None, r.tool_name)), None)
 
     return until(runs, find, what=f"a pending approval{f' for {tool_name}' if tool_name else ''}")
 
 
-def finished(runs: StudioRuns, run: AgentRun) -> AgentRun:
-    def done():
-        run.refresh_from_db()
-        return run if run.status in AgentRun.FINISHED else None
+def finished(runs: StudioRuns, chat_id: int) -> dict:
+    """The chat once its last run has ended."""
 
-    return until(runs, done, what=f"run {run.pk} to finish")
+    def done():
+        chat = runs.chat_detail(chat_id)
+        return chat if chat["status"] not in ("running", "waiting_for_approval") else None
+
+    return until(runs, done, what=f"chat {chat_id} to finish")
+
+
+def event_types(run: dict) -> list[str]:
+    return [event["type"] for event in run["events"]]

@@ -6,12 +6,13 @@
 (function () {
   "use strict";
 
-  const boot = JSON.parse(document.getElementById("studio-boot").textContent);
-  const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
+  const token = document.querySelector('meta[name="studio-token"]').content;
 
   const liveStatus = document.getElementById("live-status");
-  const agentButtons = [...document.querySelectorAll("button.agent")];
+  const agentList = document.getElementById("agents");
+  let agentButtons = [];
   const actAs = document.getElementById("act-as");
+  const actAsField = document.getElementById("act-as-field");
   const chatList = document.getElementById("chats");
   const chatsEmpty = document.getElementById("chats-empty");
   const chatTitle = document.getElementById("chat-title");
@@ -29,18 +30,18 @@
   const recentList = document.getElementById("recent");
   const recentEmpty = document.getElementById("recent-empty");
 
-  const OPEN = new Set(["running", "waiting_for_approval", "suspended", "queued"]);
+  const OPEN = new Set(["running", "waiting_for_approval"]);
   const STATUS_TEXT = {
-    queued: "queued",
     running: "working",
     waiting_for_approval: "waiting for approval",
-    suspended: "suspended",
+    stopped: "stopped",
     succeeded: "done",
     failed: "failed",
   };
   // Short words for the narrow chat list.
   const STATUS_SHORT = Object.assign({}, STATUS_TEXT, { waiting_for_approval: "waiting" });
-  const agents = new Map(boot.agents.map((agent) => [agent.name, agent]));
+  const agents = new Map(); // filled from /api/studio
+  let users = [];
 
   const state = {
     agent: null, // the agent a new chat will talk to
@@ -90,7 +91,7 @@
     if (init.body !== undefined) {
       init.method = init.method || "POST";
       init.headers["Content-Type"] = "application/json";
-      init.headers["X-CSRFToken"] = csrfToken;
+      init.headers["X-Studio-Token"] = token;
       init.body = JSON.stringify(init.body);
     }
     let response;
@@ -107,7 +108,9 @@
     }
     if (!response.ok) {
       const message = data && data.error ? data.error : "Studio refused that (HTTP " + response.status + "). Reload the page.";
-      throw new Error(message);
+      const failure = new Error(message);
+      failure.status = response.status;
+      throw failure;
     }
     return data;
   }
@@ -116,8 +119,60 @@
 
   function selectedUser() {
     const option = actAs.selectedOptions[0];
-    if (!option || !option.value) return null;
-    return { id: Number(option.value), name: option.textContent.replace(/ \(staff\)$/, "") };
+    if (!option) return null;
+    return users[Number(option.value)] || null;
+  }
+
+  // ---------------------------------------------------------------- what Studio serves
+
+  function agentCard(agent) {
+    const card = el("li", "agent-card");
+    const button = el("button", "agent");
+    button.type = "button";
+    button.dataset.agent = agent.name;
+    button.setAttribute("aria-pressed", "false");
+    append(button, el("span", "agent-name", agent.name), el("span", "agent-model", agent.model));
+    if (agent.description) button.appendChild(el("span", "agent-desc", agent.description));
+    button.addEventListener("click", () => pickAgent(agent.name));
+    const tools = el("ul", "tools");
+    tools.setAttribute("aria-label", "Tools of " + agent.name);
+    for (const tool of agent.tools) {
+      const item = el("li");
+      item.title = tool.description || "";
+      item.appendChild(el("code", null, tool.name));
+      const rule = {
+        always: ["rule rule-always", "always asks", "Every call waits for your decision."],
+        rule: ["rule rule-when", "asks if rule holds", "A call waits for your decision when the tool's approval rule says so."],
+        none: ["rule rule-none", "runs freely", "No approval metadata: calls run at once."],
+      }[tool.approval] || ["rule", tool.approval, ""];
+      const tag = el("span", rule[0], rule[1]);
+      tag.title = rule[2];
+      item.appendChild(tag);
+      tools.appendChild(item);
+    }
+    if (!agent.tools.length) tools.appendChild(el("li", "empty small", "no tools"));
+    return append(card, button, tools);
+  }
+
+  function showStudio(data) {
+    for (const agent of data.agents) agents.set(agent.name, agent);
+    agentList.replaceChildren(...data.agents.map(agentCard));
+    agentButtons = [...agentList.querySelectorAll("button.agent")];
+    users = data.users;
+    actAs.replaceChildren(
+      ...users.map((user, index) => {
+        const option = el("option", null, user.label + (user.note ? " (" + user.note + ")" : ""));
+        option.value = String(index);
+        return option;
+      }),
+    );
+    actAsField.hidden = users.length === 0;
+    const reviewer = document.getElementById("reviewer");
+    append(reviewer, document.createTextNode("You decide as "), el("strong", null, data.reviewer));
+    const notice = document.getElementById("notice");
+    notice.textContent = data.notice;
+    notice.hidden = !data.notice;
+    document.getElementById("intro-store").textContent = "Approval requests are kept " + data.store + ".";
   }
 
   function pickAgent(name) {
@@ -153,7 +208,16 @@
     try {
       data = await api("/api/chats/" + id);
     } catch (error) {
-      if (ticket === latest.chat) showComposerError(error.message);
+      if (ticket !== latest.chat) return;
+      if (error.status === 404) {
+        // A chat of an earlier Studio (they live in its memory): start afresh.
+        state.chatId = null;
+        state.chat = null;
+        history.replaceState(null, "", "#");
+        render();
+      } else {
+        showComposerError(error.message);
+      }
       return;
     }
     if (ticket !== latest.chat || state.chatId !== id) return;
@@ -178,7 +242,7 @@
         top,
         append(
           el("span", "chat-link-meta"),
-          el("span", "chat-link-who", chat.agent + " · as " + chat.user),
+          el("span", "chat-link-who", chat.agent + (chat.user ? " · as " + chat.user : "")),
           badge(chat.status, STATUS_SHORT),
         ),
       );
@@ -203,8 +267,9 @@
     if (state.chatId !== null && chat) {
       chatTitle.textContent = chat.title || "Chat #" + chat.id;
       const agent = agents.get(chat.agent);
+      const who = chat.user ? " · acting as " + chat.user : "";
       chatMeta.replaceChildren(
-        el("span", null, chat.agent + (agent ? " · " + agent.model : "") + " · acting as " + chat.user + " · "),
+        el("span", null, chat.agent + (agent ? " · " + agent.model : "") + who + " · "),
         badge(chat.status),
       );
       renderTimeline(chat);
@@ -215,7 +280,7 @@
       const user = selectedUser();
       const agent = agents.get(state.agent);
       chatTitle.textContent = "New chat with " + state.agent;
-      chatMeta.textContent = (agent ? agent.model + " · " : "") + "acting as " + (user ? user.name : "nobody");
+      chatMeta.textContent = (agent ? agent.model : "") + (user ? " · acting as " + user.label : "");
       timeline.replaceChildren();
     } else {
       chatTitle.textContent = "Pick an agent to start a chat";
@@ -230,9 +295,8 @@
     const chat = state.chat;
     let cannotType = "";
     if (state.chatId === null && !state.agent) cannotType = "Pick an agent first";
-    else if (state.chatId === null && !selectedUser()) cannotType = "Choose who to act as first";
+    else if (state.chatId === null && users.length && !selectedUser()) cannotType = "Choose who to act as first";
     else if (state.chatId !== null && !chat) cannotType = "Loading…";
-    else if (chat && !chat.agent_loaded) cannotType = "This Studio was not started with the agent " + chat.agent;
     let cannotSend = cannotType;
     if (!cannotSend && chat && OPEN.has(chat.status)) {
       cannotSend =
@@ -261,7 +325,7 @@
     item.dataset.runId = run.id;
     item.dataset.status = run.status;
     const asked = el("div", "bubble from-user");
-    append(asked, el("span", "who", chat.user), el("p", "text", run.message));
+    append(asked, el("span", "who", chat.user || "you"), el("p", "text", run.message));
     item.appendChild(asked);
     const events = el("ol", "events");
     for (const event of run.events) {
@@ -282,8 +346,6 @@
       note.classList.add("waiting");
       note.textContent =
         "Waiting for approval " + pending.join(", ") + ": approve or reject it in the Approvals panel.";
-    } else if (run.status === "suspended") {
-      note.textContent = "Suspended: it resumes when a Studio with this agent starts.";
     } else {
       note.classList.add("working");
       note.textContent = "Working…";
@@ -333,6 +395,7 @@
         );
         if (approval) {
           item.dataset.approvalId = approval.id;
+          if (approval.status !== "pending") item.classList.add("settled");
           item.firstChild.appendChild(el("span", "badge status-" + approval.status, approval.status));
         }
         item.appendChild(el("p", "reason", data.reason));
@@ -380,9 +443,7 @@
         return eventItem("done", "Done · " + (usage.model_calls || 0) + " model call" + (usage.model_calls === 1 ? "" : "s"));
       }
       case "suspended":
-        return eventItem("note", "Studio stopped while this run waited; it was suspended.");
-      case "resumed":
-        return eventItem("note", data.message || "Resumed.");
+        return eventItem("note", "Studio stopped while this run waited; its approval request was cancelled.");
       default:
         return eventItem("note", event.type);
     }
@@ -465,11 +526,12 @@
     card.appendChild(head);
 
     const where = el("p", "card-meta");
-    where.appendChild(document.createTextNode((approval.agent || "agent") + " · asked by " + (approval.requested_by || "nobody") + " · "));
-    if (approval.conversation_id) {
+    const asker = approval.requested_by ? " · asked by " + approval.requested_by : "";
+    where.appendChild(document.createTextNode((approval.agent || "agent") + asker + " · "));
+    if (approval.chat_id) {
       const link = el("button", "link", "open chat");
       link.type = "button";
-      link.addEventListener("click", () => openChat(approval.conversation_id));
+      link.addEventListener("click", () => openChat(approval.chat_id));
       where.appendChild(link);
     }
     card.appendChild(where);
@@ -589,9 +651,6 @@
 
   // ---------------------------------------------------------------- wiring
 
-  for (const button of agentButtons) {
-    button.addEventListener("click", () => pickAgent(button.dataset.agent));
-  }
   actAs.addEventListener("change", render);
   composer.addEventListener("submit", send);
   messageBox.addEventListener("keydown", (event) => {
@@ -601,16 +660,26 @@
     }
   });
 
-  const hash = window.location.hash;
-  const chatMatch = /^#chat-(\d+)$/.exec(hash);
-  const newMatch = /^#new-(.+)$/.exec(hash);
-  if (chatMatch) {
-    state.chatId = Number(chatMatch[1]);
-  } else if (newMatch && agents.has(decodeURIComponent(newMatch[1]))) {
-    state.agent = decodeURIComponent(newMatch[1]);
-  } else if (agents.size === 1) {
-    state.agent = agents.keys().next().value;
+  async function start() {
+    try {
+      showStudio(await api("/api/studio"));
+    } catch (error) {
+      setLive("offline", error.message);
+      return;
+    }
+    const hash = window.location.hash;
+    const chatMatch = /^#chat-(\d+)$/.exec(hash);
+    const newMatch = /^#new-(.+)$/.exec(hash);
+    if (chatMatch) {
+      state.chatId = Number(chatMatch[1]);
+    } else if (newMatch && agents.has(decodeURIComponent(newMatch[1]))) {
+      state.agent = decodeURIComponent(newMatch[1]);
+    } else if (agents.size === 1) {
+      state.agent = agents.keys().next().value;
+    }
+    render();
+    connect();
   }
-  render();
-  connect();
+
+  start();
 })();

@@ -1,0 +1,219 @@
+"""Where Studio keeps approval requests and decisions: the store interface and ``MemoryStore``.
+
+Studio records each protected tool call in a store, shows the store's pending requests in its
+approvals panel, decides them there, and blocks the run on ``wait`` until a decision lands. The
+default ``MemoryStore`` lives and dies with the Studio process. A project that wants Studio's
+approvals in its own records implements ``ApprovalStore`` on them and passes it:
+``Studio([agent], store=MyStore()).start()``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Status = Literal["pending", "approved", "rejected", "expired", "cancelled"]
+
+
+@dataclass(frozen=True)
+class ActingUser:
+    """Someone a developer can chat as. ``id`` goes into the run's context as ``user_id``
+    (so tools act for that user) and into each approval request as who asked."""
+
+    id: Hashable
+    label: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """A protected tool call asking for a decision. ``args`` are the validated arguments as JSON."""
+
+    run_id: str
+    call_id: str
+    tool_name: str
+    args: dict[str, Any]
+    reason: str
+    reject_message: str
+    agent_name: str = ""
+    requested_by: ActingUser | None = None
+    input_schema: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ApprovalRecord:
+    """A request as the store holds it, with its decision once there is one."""
+
+    id: int
+    run_id: str
+    call_id: str
+    tool_name: str
+    args: dict[str, Any]
+    reason: str
+    reject_message: str
+    agent_name: str
+    requested_by: str | None
+    status: Status
+    created_at: float
+    decided_by: str | None = None
+    decision_reason: str = ""
+    decided_at: float | None = None
+    edited_args: dict[str, Any] | None = None  # what a reviewer approved instead of ``args``
+
+    @property
+    def pending(self) -> bool:
+        return self.status == "pending"
+
+
+class StoreError(Exception):
+    """A request the store refuses; the message says why. ``status`` is the HTTP status Studio answers."""
+
+    status = 400
+
+
+class ApprovalNotFound(StoreError):
+    status = 404
+
+
+class DecisionRefused(StoreError):
+    status = 403
+
+
+class AlreadyDecided(StoreError):
+    status = 409
+
+
+@runtime_checkable
+class ApprovalStore(Protocol):
+    """What Studio needs from wherever approvals are kept. Every method may be called from any thread.
+
+    ``reviewer`` names who Studio's decisions are attributed to. ``str(store)`` says where the
+    approvals are kept (Studio prints it when it starts).
+    """
+
+    reviewer: str
+
+    def request(self, request: ApprovalRequest) -> ApprovalRecord:
+        """Record a pending request; asking again for the same run id + call id returns the same record."""
+
+    def get(self, approval_id: int) -> ApprovalRecord:
+        """One record this store made; ``ApprovalNotFound`` otherwise."""
+
+    def pending(self) -> list[ApprovalRecord]:
+        """The records still waiting for a decision, oldest first."""
+
+    def decide(self, approval_id: int, *, approved: bool, reason: str = "") -> ApprovalRecord:
+        """Decide as ``reviewer``; exactly one decision wins (``AlreadyDecided`` for the others)."""
+
+    def wait(self, approval_id: int, timeout: float) -> ApprovalRecord:
+        """Block until the record is no longer pending, or ``timeout`` seconds pass; return it as it is."""
+
+    def cancel(self, approval_id: int, *, reason: str) -> ApprovalRecord:
+        """Withdraw a pending request nobody will act on (its run ended); a decided one stays as it is."""
+
+    def record_outcome(self, approval_id: int, outcome: dict[str, Any]) -> None:
+        """Note what the run did with the decision: ``{"outcome": "ran" | "skipped" | ..., ...}``."""
+
+    def users(self) -> list[ActingUser]:
+        """Who a developer may chat as, the default first; empty when the store knows no users."""
+
+    def thread_done(self) -> None:
+        """Studio is done with the calling thread (a run or a request ended): release what it held."""
+
+
+class MemoryStore:
+    """Approvals in this process's memory: the default store. Decisions are attributed to
+    ``reviewer``; ``users`` are the identities the page offers to act as (none by default)."""
+
+    def __init__(self, *, reviewer: str = "studio", users: list[ActingUser] | tuple[ActingUser, ...] = ()):
+        self.reviewer = reviewer
+        self._users = list(users)
+        self._records: dict[int, ApprovalRecord] = {}
+        self._by_call: dict[tuple[str, str], int] = {}
+        self._outcomes: dict[int, dict[str, Any]] = {}
+        self._changed = threading.Condition()
+
+    def __str__(self) -> str:
+        return "in memory (gone when Studio stops)"
+
+    def request(self, request: ApprovalRequest) -> ApprovalRecord:
+        with self._changed:
+            known = self._by_call.get((request.run_id, request.call_id))
+            if known is not None:
+                return self._records[known]
+            record = ApprovalRecord(
+                id=len(self._records) + 1,
+                run_id=request.run_id,
+                call_id=request.call_id,
+                tool_name=request.tool_name,
+                args=request.args,
+                reason=request.reason,
+                reject_message=request.reject_message,
+                agent_name=request.agent_name,
+                requested_by=request.requested_by.label if request.requested_by else None,
+                status="pending",
+                created_at=time.time(),
+            )
+            self._records[record.id] = record
+            self._by_call[(request.run_id, request.call_id)] = record.id
+            return record
+
+    def get(self, approval_id: int) -> ApprovalRecord:
+        with self._changed:
+            record = self._records.get(approval_id)
+        if record is None:
+            raise ApprovalNotFound(f"There is no Studio approval #{approval_id}.")
+        return record
+
+    def pending(self) -> list[ApprovalRecord]:
+        with self._changed:
+            return [record for record in self._records.values() if record.pending]
+
+    def decide(self, approval_id: int, *, approved: bool, reason: str = "") -> ApprovalRecord:
+        return self._settle(
+            approval_id, status="approved" if approved else "rejected", reason=reason, by=self.reviewer, strict=True
+        )
+
+    def wait(self, approval_id: int, timeout: float) -> ApprovalRecord:
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._changed:
+            while True:
+                record = self.get(approval_id)
+                remaining = deadline - time.monotonic()
+                if not record.pending or remaining <= 0:
+                    return record
+                self._changed.wait(remaining)
+
+    def cancel(self, approval_id: int, *, reason: str) -> ApprovalRecord:
+        return self._settle(approval_id, status="cancelled", reason=reason, by=None, strict=False)
+
+    def record_outcome(self, approval_id: int, outcome: dict[str, Any]) -> None:
+        with self._changed:
+            self._outcomes[approval_id] = outcome
+
+    def outcome(self, approval_id: int) -> dict[str, Any] | None:
+        """What the run did with the decision, as ``record_outcome`` noted it."""
+        with self._changed:
+            return self._outcomes.get(approval_id)
+
+    def users(self) -> list[ActingUser]:
+        return list(self._users)
+
+    def thread_done(self) -> None:
+        """Nothing is held per thread."""
+
+    def _settle(self, approval_id: int, *, status: Status, reason: str, by: str | None, strict: bool) -> ApprovalRecord:
+        with self._changed:
+            record = self.get(approval_id)
+            if not record.pending:
+                if strict:
+                    by_whom = f" by {record.decided_by}" if record.decided_by else ""
+                    raise AlreadyDecided(f"Approval #{approval_id} was already {record.status}{by_whom}.")
+                return record
+            record = replace(record, status=status, decided_by=by, decision_reason=reason, decided_at=time.time())
+            self._records[approval_id] = record
+            self._changed.notify_all()
+            return record

@@ -38,6 +38,17 @@ from approvals.services import (
 )
 
 REVIEWER_USERNAME = "studio"
+# What Studio's request and the approval runtime's request both carry, under the same names.
+SHARED_REQUEST_FIELDS = (
+    "run_id",
+    "call_id",
+    "tool_name",
+    "args",
+    "reason",
+    "reject_message",
+    "agent_name",
+    "input_schema",
+)
 
 
 @transaction.atomic
@@ -92,15 +103,8 @@ class ApprovalsStore:
         try:
             approval, _ = approval_request(
                 request=ApprovalRequest(
-                    run_id=request.run_id,
-                    call_id=request.call_id,
-                    tool_name=request.tool_name,
-                    args=request.args,
-                    reason=request.reason,
-                    reject_message=request.reject_message,
-                    agent_name=request.agent_name,
+                    **{name: getattr(request, name) for name in SHARED_REQUEST_FIELDS},
                     requested_by_id=int(request.requested_by.id) if request.requested_by else None,
-                    input_schema=request.input_schema,
                 )
             )
         except ApprovalError as error:

@@ -66,9 +66,10 @@ class AgentRun(models.Model):
         SUSPENDED = "suspended", "Suspended"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
+        STOPPED = "stopped", "Stopped by a reviewer"
 
     ACTIVE = (Status.RUNNING, Status.WAITING_FOR_APPROVAL)
-    FINISHED = (Status.SUCCEEDED, Status.FAILED)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.STOPPED)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="runs")

@@ -107,7 +107,8 @@ class Turn:
 
     @property
     def failed(self) -> bool:
-        return self.run is not None and self.run.status == AgentRun.Status.FAILED
+        """Ended without the answer asked for: failed, or stopped by a reviewer."""
+        return self.run is not None and self.run.status in (AgentRun.Status.FAILED, AgentRun.Status.STOPPED)
 
     @property
     def status_text(self) -> str:
@@ -161,6 +162,10 @@ def timeline_item(event_type: str, data: Any) -> TimelineItem | None:
         return TimelineItem("waiting", f"Waiting for a reviewer: {reason}")
     if event_type == "approval_decided":
         message = str(data.get("message") or "").strip()
+        if data.get("action") == "terminate":
+            return TimelineItem("rejected", "A staff member stopped this request.")
+        if data.get("action") == "respond":
+            return TimelineItem("approved", "A staff member answered instead.")
         if data.get("approved"):
             return TimelineItem("approved", "Approved by a reviewer" + (f". {message}" if message else ""))
         return TimelineItem("rejected", f"Not approved: {message}" if message else "Not approved.")
@@ -181,6 +186,8 @@ def _tool_result_item(tool: str, data: dict) -> TimelineItem:
     if outcome == "ran":
         result = _describe_value(data.get("result"))
         return TimelineItem("result", f"{tool} finished" + (f": {result}" if result else "."))
+    if outcome == "responded":
+        return TimelineItem("result", f"{tool} was answered by a staff member.")
     if outcome == "skipped":
         # The reason was shown with the decision that caused it.
         return TimelineItem("skipped", f"{tool} was not run.")

@@ -239,6 +239,8 @@ def _run_agent(run: AgentRun, recorder: RunRecorder) -> AgentRun:
         return run_fail(run=run, recorder=recorder, error=error)
     if response.suspended:
         return run_suspend(run=run, recorder=recorder)
+    if response.state.status == "terminated":
+        return run_stop(run=run, recorder=recorder, reason=response.state.terminated or "")
     return run_succeed(run=run, recorder=recorder, text=response.text or "")
 
 
@@ -272,6 +274,27 @@ def run_succeed(*, run: AgentRun, recorder: RunRecorder, text: str) -> AgentRun:
         )
     recorder.publish({"type": "run.finished", "run_id": str(run.pk), "status": "succeeded", "text": text})
     logger.info("run succeeded run=%s", run.pk)
+    return AgentRun.objects.get(pk=run.pk)
+
+
+STOPPED_TEXT = "A staff member stopped this request, so I won't go on with it. Contact support if you have questions."
+
+
+def run_stop(*, run: AgentRun, recorder: RunRecorder, reason: str) -> AgentRun:
+    """End the run ``stopped``: a reviewer terminated it. The customer is told plainly (the
+    reviewer's reason stays with the approval, for staff); nothing more of it runs, and its
+    other pending approvals are cancelled (the decision did that already; this covers any left)."""
+    with recorder.lease.fenced(
+        status=AgentRun.Status.STOPPED, finished_at=timezone.now(), lease_owner="", lease_expires_at=None
+    ):
+        Message.objects.get_or_create(
+            run=run,
+            role=Message.Role.ASSISTANT,
+            defaults={"conversation_id": run.conversation_id, "content": STOPPED_TEXT},
+        )
+        approvals_cancel_for_run(run_id=str(run.pk), reason="A reviewer stopped the run.")
+    recorder.publish({"type": "run.finished", "run_id": str(run.pk), "status": "stopped", "text": STOPPED_TEXT})
+    logger.info("run stopped by a reviewer run=%s reason=%s", run.pk, reason)
     return AgentRun.objects.get(pk=run.pk)
 
 
@@ -324,30 +347,47 @@ def run_suspend(*, run: AgentRun, recorder: RunRecorder) -> AgentRun:
         pass
     recorder.publish({"type": "run.suspended", "run_id": str(run.pk)})
     logger.info("run suspended run=%s", run.pk)
-    state = AgentRun.objects.values_list("state", flat=True).get(pk=run.pk)
-    waiting_on = [call.id for call in RunState.model_validate(state).pending_calls()] if state else []
-    decided = Approval.objects.filter(run_id=str(run.pk), call_id__in=waiting_on).exclude(
-        status=Approval.Status.PENDING
-    )
-    if decided.exists():
-        run_enqueue(run_id=run.pk)
+    run_queue_if_decided(run_id=run.pk)
     return AgentRun.objects.get(pk=run.pk)
 
 
+def run_queue_if_decided(*, run_id) -> bool:
+    """Queue a suspended run once every call it waits on is decided, and only once: the decision
+    that completes a step (or the suspend that finds it complete) moves it to ``queued`` in one
+    conditional update, and only the one that did queues it."""
+    state = AgentRun.objects.filter(pk=run_id, status=AgentRun.Status.SUSPENDED).values_list("state", flat=True)
+    state = state.first()
+    if state is None:
+        return False
+    waiting_on = [call.id for call in RunState.model_validate(state).pending_calls()]
+    if Approval.objects.filter(run_id=str(run_id), call_id__in=waiting_on, status=Approval.Status.PENDING).exists():
+        return False
+    if not AgentRun.objects.filter(pk=run_id, status=AgentRun.Status.SUSPENDED).update(status=AgentRun.Status.QUEUED):
+        return False
+    run_enqueue(run_id=run_id)
+    return True
+
+
 def run_resume_after_decision(*, approval: Approval) -> bool:
-    """Queue the run an approval belongs to, unless a live worker is already waiting on it."""
+    """Queue the run an approval belongs to once every call of its step is decided; a live
+    worker's run gets the decision through the decision channel, an orphaned one is recovered."""
     try:
         run_id = uuid.UUID(approval.run_id)
     except ValueError:
         return False  # not a run of this app (Studio, a hand-written hook)
-    # A queued run is taken anyway; a live worker's run gets the decision through the channel.
-    resumable = AgentRun.objects.claimable(timezone.now()).exclude(status=AgentRun.Status.QUEUED)
-    if not resumable.filter(pk=run_id).exists():
-        logger.info("run resume not queued run=%s approval=%s: finished or held by a live worker", run_id, approval.pk)
-        return False
-    run_enqueue(run_id=run_id)
-    logger.info("run resume queued run=%s approval=%s", run_id, approval.pk)
-    return True
+    if run_queue_if_decided(run_id=run_id):
+        logger.info("run resume queued run=%s approval=%s", run_id, approval.pk)
+        return True
+    if AgentRun.objects.orphaned(timezone.now()).filter(pk=run_id).exists():
+        run_enqueue(run_id=run_id)
+        logger.info("run resume queued run=%s approval=%s: its worker is gone", run_id, approval.pk)
+        return True
+    logger.info(
+        "run resume not queued run=%s approval=%s: other calls still pending, finished, or held by a live worker",
+        run_id,
+        approval.pk,
+    )
+    return False
 
 
 def runs_recover_orphaned() -> int:

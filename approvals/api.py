@@ -73,7 +73,9 @@ class ApprovalSerializer(serializers.ModelSerializer):
             "expires_at",
             "decided_by",
             "decided_at",
+            "action",
             "decision_reason",
+            "response",
             "outcome",
         ]
         read_only_fields = fields
@@ -115,9 +117,26 @@ class StrictBooleanField(serializers.BooleanField):
 
 
 class DecisionSerializer(serializers.Serializer):
-    approved = StrictBooleanField(help_text="true to approve (the tool runs), false to reject.")
+    action = serializers.ChoiceField(
+        choices=Approval.Action.choices,
+        required=False,
+        help_text=(
+            "approve (the tool runs, with `args` if given), reject (the model is told `reason`), respond "
+            "(the model receives `response` instead of the tool's result) or terminate (the whole run stops; "
+            "its other pending approvals are cancelled)."
+        ),
+    )
+    approved = StrictBooleanField(
+        required=False, help_text="Short for action: true is approve, false is reject (one of the two is required)."
+    )
     reason = serializers.CharField(
         default="", allow_blank=True, max_length=2000, help_text="Why; a rejection's reason is shown to the model."
+    )
+    response = serializers.CharField(
+        default="",
+        allow_blank=True,
+        max_length=10000,
+        help_text="respond: what the model receives in place of the tool's result (required for respond).",
     )
     args = serializers.DictField(
         required=False,
@@ -128,6 +147,11 @@ class DecisionSerializer(serializers.Serializer):
             "input schema; the original arguments are kept beside them."
         ),
     )
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if "action" not in data and "approved" not in data:
+            raise serializers.ValidationError({"action": ["Give an action (or approved: true/false)."]})
+        return data
 
 
 # Documentation-only shapes of the error bodies.
@@ -170,8 +194,10 @@ class DecisionErrorSerializer(serializers.Serializer):
     non_field_errors = serializers.ListField(
         child=serializers.CharField(), required=False, help_text="The body is not a JSON object."
     )
+    action = serializers.ListField(child=serializers.CharField(), required=False)
     approved = serializers.ListField(child=serializers.CharField(), required=False)
     reason = serializers.ListField(child=serializers.CharField(), required=False)
+    response = serializers.ListField(child=serializers.CharField(), required=False)
     args = ArgsErrorsField(required=False)
 
 
@@ -254,7 +280,7 @@ class ApprovalDetailView(ReviewerAPIView, generics.RetrieveAPIView):
 class ApprovalDecisionView(ReviewerAPIView):
     @extend_schema(
         operation_id="approvals_decide",
-        summary="Approve or reject an approval",
+        summary="Decide an approval: approve, reject, respond or terminate",
         description=(
             "Exactly one decision wins: a later or concurrent one gets 409 saying who decided and when. "
             "The user who asked for the action cannot decide it."
@@ -280,7 +306,15 @@ class ApprovalDecisionView(ReviewerAPIView):
                 value={"approved": True, "args": {"order_id": "A-1001", "amount": 100.0}},
                 request_only=True,
             ),
-            OpenApiExample("Reject", value={"approved": False, "reason": "Over the limit."}, request_only=True),
+            OpenApiExample("Reject", value={"action": "reject", "reason": "Over the limit."}, request_only=True),
+            OpenApiExample(
+                "Respond instead of the tool",
+                value={"action": "respond", "response": "Already refunded by phone: RF-77."},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Stop the whole run", value={"action": "terminate", "reason": "Looks like fraud."}, request_only=True
+            ),
             OpenApiExample(
                 "Edited args invalid",
                 value={"args": {"amount": ["-5 is less than or equal to the minimum of 0"]}},
@@ -308,8 +342,10 @@ class ApprovalDecisionView(ReviewerAPIView):
         approval_decide(
             approval_id=pk,
             reviewer=request.user,
-            approved=body.validated_data["approved"],
+            approved=body.validated_data.get("approved"),
+            action=body.validated_data.get("action"),
             reason=body.validated_data["reason"],
+            response=body.validated_data["response"],
             edited_args=body.validated_data.get("args"),
         )
         return Response(ApprovalDetailSerializer(approval_get(approval_id=pk)).data)

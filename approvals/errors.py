@@ -54,9 +54,9 @@ class ApprovalExpired(ApprovalError):
     code = "approval_expired"
 
 
-class InvalidEditedArgs(ApprovalError):
-    """Edited args fail the tool's input schema; ``fields`` maps each field to what is wrong
-    (``"args.amount"``, or ``"args"`` for the args as a whole)."""
+class InvalidDecision(ApprovalError):
+    """The decision itself is wrong; ``fields`` maps each field to what is wrong
+    (``"response"``, ``"args.amount"``, or ``"args"`` for the args as a whole)."""
 
     status_code = 400
 
@@ -80,6 +80,10 @@ class InvalidEditedArgs(ApprovalError):
             else:
                 errors.setdefault(field, []).append(message)
         return errors
+
+
+class InvalidEditedArgs(InvalidDecision):
+    """Edited args fail the tool's input schema."""
 
 
 class ApprovalMismatch(ApprovalError):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
@@ -10,7 +13,13 @@ from django.conf import settings
 from anvia import Hook, ToolCall, create_hook
 from approvals.errors import ApprovalMismatch, TooManyPendingApprovals
 from approvals.models import Approval
-from approvals.services import ApprovalRequest, Decision, approval_call_mismatch, wait_for_decision
+from approvals.services import (
+    ApprovalRequest,
+    Decision,
+    approval_call_mismatch,
+    approval_request,
+    wait_for_decision,
+)
 
 EXCERPT_MESSAGES = 10
 
@@ -24,6 +33,7 @@ def approval_hook(
 ) -> Hook:
     """A request hook that turns each protected call into an ``Approval`` and waits for it.
 
+    All protected calls of a model step are put to reviewers at once and share one wait.
     Approved: the tool runs, with the reviewer's edited args if any. Rejected or expired: the
     model gets the tool's ``reject_message`` and the reviewer's reason. Still pending after
     ``block_seconds`` (``None``: ``ANVIA_APPROVAL_BLOCK_SECONDS``): the run suspends, to be
@@ -32,13 +42,26 @@ def approval_hook(
     ``ANVIA_APPROVAL_MAX_PENDING_PER_USER`` requests waiting.
     """
     budget = settings.ANVIA_APPROVAL_BLOCK_SECONDS if block_seconds is None else block_seconds
+    identity = {"user": user, "conversation_id": conversation_id, "agent_name": agent_name}
+    # One budget for a step's calls: they wait together, not one budget after another.
+    step = {"deadline": None}
+
+    def on_approvals_requested(calls: Sequence[ToolCall]) -> None:
+        """Every protected call of the step goes before reviewers now, together."""
+        step["deadline"] = time.monotonic() + budget
+        for call in calls:
+            # A refused request is asked again below, where the model is told why.
+            with contextlib.suppress(ApprovalMismatch, TooManyPendingApprovals):
+                approval_request(request=approval_request_for(call, **identity))
 
     def on_tool_call(call: ToolCall):
         if not call.requires_approval:
             return None
-        request = approval_request_for(call, user=user, conversation_id=conversation_id, agent_name=agent_name)
+        request = approval_request_for(call, **identity)
+        deadline = step["deadline"]
+        timeout = budget if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            decision = wait_for_decision(request=request, timeout=budget)
+            decision = wait_for_decision(request=request, timeout=timeout)
         except ApprovalMismatch as mismatch:
             return call.tool.skip(mismatch_message(str(mismatch)))
         except TooManyPendingApprovals as refused:
@@ -47,7 +70,7 @@ def approval_hook(
             return call.tool.suspend(f"waiting for approval #{_approval_id(call)}")
         return verdict_for(call, decision)
 
-    return create_hook(on_tool_call=on_tool_call, name="approval hook")
+    return create_hook(on_tool_call=on_tool_call, on_approvals_requested=on_approvals_requested, name="approval hook")
 
 
 def approval_request_for(call: ToolCall, *, user=None, conversation_id: str | int = "", agent_name: str = ""):
@@ -86,11 +109,19 @@ def verdict_for(call: ToolCall, decision: Decision):
     )
     if mismatch is not None:
         return call.tool.skip(mismatch_message(mismatch))
+    if decision.action == Approval.Action.RESPOND:
+        return call.tool.respond(decision.response)
+    if decision.action == Approval.Action.TERMINATE:
+        return call.tool.terminate(decision.reason or f"{decision.decided_by or 'A reviewer'} stopped this run.")
     if decision.approved:
         if not decision.edited:
             return call.tool.run()
+        asked = json.dumps(call.args_json, sort_keys=True)
         shown = json.dumps(decision.args, sort_keys=True)
-        return call.tool.run(args=decision.args, note=f"A reviewer changed the arguments; the tool ran with {shown}.")
+        return call.tool.run(
+            args=decision.args,
+            note=f"A reviewer changed the arguments from {asked} to {shown}; the tool ran with the reviewer's.",
+        )
     reject_message = call.approval.reject_message if call.approval else "The tool call was not approved."
     return call.tool.skip(rejection_message(reject_message, decision))
 

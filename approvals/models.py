@@ -39,7 +39,18 @@ class Approval(models.Model):
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="approval_decisions"
     )
+
+    class Action(models.TextChoices):
+        APPROVE = "approve", "Approve"
+        REJECT = "reject", "Reject"
+        RESPOND = "respond", "Respond instead of the tool"
+        TERMINATE = "terminate", "Stop the whole run"
+
+    action = models.CharField(
+        max_length=16, choices=Action.choices, blank=True, help_text="What the reviewer decided; empty until then."
+    )
     decision_reason = models.TextField(blank=True)
+    response = models.TextField(blank=True, help_text="respond: what the model received instead of the tool's result.")
     edited_args = models.JSONField(null=True, blank=True, help_text="The args a reviewer approved instead, if edited.")
 
     created_at = models.DateTimeField(auto_now_add=True)

@@ -21,6 +21,7 @@ from approvals.errors import (
     ApprovalError,
     ApprovalExpired,
     ApprovalMismatch,
+    InvalidDecision,
     InvalidEditedArgs,
     NotAReviewer,
     SelfApprovalRefused,
@@ -75,6 +76,8 @@ class Decision:
     edited: bool
     tool_name: str = ""
     args_hash: str = ""
+    action: str = ""
+    response: str = ""
 
     @property
     def approved(self) -> bool:
@@ -91,6 +94,8 @@ class Decision:
             edited=approval.edited_args is not None,
             tool_name=approval.tool_name,
             args_hash=approval.args_hash,
+            action=approval.action,
+            response=approval.response,
         )
 
 
@@ -258,41 +263,55 @@ def approval_decide(
     *,
     approval_id: int,
     reviewer,
-    approved: bool,
+    approved: bool | None = None,
+    action: str | None = None,
     reason: str = "",
     edited_args: dict[str, Any] | None = None,
+    response: str = "",
 ) -> Approval:
     """Record a reviewer's decision: exactly one decision wins; waiters wake after commit.
 
+    ``action``: ``approve`` (optionally with ``edited_args``), ``reject`` (with a ``reason`` the
+    model is told), ``respond`` (``response`` is what the model receives instead of the tool's
+    result) or ``terminate`` (the whole run stops; its other pending approvals are cancelled).
+    ``approved=True/False`` is short for approve / reject.
+
     Raises what ``approval_decide_refusal`` refuses (``NotAReviewer`` / ``SelfApprovalRefused``
-    403, ``AlreadyDecided`` / ``ApprovalExpired`` 409), ``InvalidEditedArgs`` (400) and
-    ``Approval.DoesNotExist`` (404).
+    403, ``AlreadyDecided`` / ``ApprovalExpired`` 409), ``InvalidDecision`` (400, naming the
+    field) and ``Approval.DoesNotExist`` (404).
     """
     approval = Approval.objects.select_related("decided_by").get(pk=approval_id)
     refusal = approval_decide_refusal(approval=approval, user=reviewer)
     if refusal is not None:
         _raise(refusal, approval)
+    action = _decision_action(approved=approved, action=action, response=response, edited_args=edited_args)
     if edited_args is not None:
-        if not approved:
-            message = "Edited arguments are only accepted when approving."
-            raise InvalidEditedArgs(message, {"args": message})
         edited_args = _validated_edit(approval, edited_args)
         if args_hash(edited_args) == approval.args_hash:
             edited_args = None
 
     now = timezone.now()
-    status = Approval.Status.APPROVED if approved else Approval.Status.REJECTED
+    status = Approval.Status.APPROVED if action == Approval.Action.APPROVE else Approval.Status.REJECTED
     with transaction.atomic():
         won = Approval.objects.filter(pk=approval_id, status=Approval.Status.PENDING, expires_at__gt=now).update(
-            status=status, decided_by=reviewer, decision_reason=reason, decided_at=now, edited_args=edited_args
+            status=status,
+            action=action,
+            decided_by=reviewer,
+            decision_reason=reason,
+            response=response if action == Approval.Action.RESPOND else "",
+            decided_at=now,
+            edited_args=edited_args,
         )
         if won:
             ApprovalEvent.objects.create(
                 approval_id=approval_id,
                 kind=ApprovalEvent.Kind.DECIDED,
                 actor=reviewer,
-                data={"status": status, "reason": reason, "edited_args": edited_args},
+                data={"status": status, "action": action, "reason": reason, "edited_args": edited_args},
             )
+            if action == Approval.Action.TERMINATE:
+                stopped_by = f"{reviewer.get_username()} stopped the whole run (approval #{approval_id})."
+                approvals_cancel_for_run(run_id=approval.run_id, reason=stopped_by)
             decided = Approval.objects.select_related("decided_by", "requested_by").get(pk=approval_id)
             transaction.on_commit(lambda: _announce_decision(decided, "approval.decided"))
     if not won:
@@ -300,9 +319,37 @@ def approval_decide(
         current = Approval.objects.select_related("decided_by").get(pk=approval_id)
         _raise(approval_decide_refusal(approval=current, user=reviewer) or AlreadyDecided(current), current)
     logger.info(
-        "approval decided id=%s run=%s status=%s by=%s", approval_id, decided.run_id, status, reviewer.get_username()
+        "approval decided id=%s run=%s status=%s action=%s by=%s",
+        approval_id,
+        decided.run_id,
+        status,
+        action,
+        reviewer.get_username(),
     )
     return decided
+
+
+def _decision_action(*, approved: bool | None, action: str | None, response: str, edited_args: Any) -> str:
+    """The action a decision takes, or ``InvalidDecision`` naming what is missing or wrong."""
+    if action is None:
+        if approved is None:
+            raise InvalidDecision("Say what to do: approve, reject, respond or terminate.", {"action": "Required."})
+        action = Approval.Action.APPROVE if approved else Approval.Action.REJECT
+    elif action not in Approval.Action.values:
+        raise InvalidDecision(
+            f"{action!r} is not an action.", {"action": "Must be approve, reject, respond or terminate."}
+        )
+    elif approved is not None and approved != (action == Approval.Action.APPROVE):
+        raise InvalidDecision(
+            "approved and action disagree.", {"action": f"{action!r} does not go with approved={approved}."}
+        )
+    if action == Approval.Action.RESPOND and not response.strip():
+        message = "Write what the model should receive instead of the tool's result."
+        raise InvalidDecision(message, {"response": message})
+    if edited_args is not None and action != Approval.Action.APPROVE:
+        message = "Edited arguments are only accepted when approving."
+        raise InvalidEditedArgs(message, {"args": message})
+    return action
 
 
 def _validated_edit(approval: Approval, edited_args: Any) -> dict[str, Any]:

@@ -26,7 +26,19 @@ from anvia.core.hooks import Hook
 from anvia.core.messages import Message, ModelReply, ModelRequest, ToolCallRequest, Usage
 from anvia.core.models.base import ModelClient, model_session
 from anvia.core.state import RunState, ToolCallRecord
-from anvia.core.tools import RunTool, SkipTool, SuspendRun, Tool, ToolCall, ToolContext, ToolHandle, call_maybe_async
+from anvia.core.tools import (
+    RespondTool,
+    RunTool,
+    SkipTool,
+    SuspendRun,
+    TerminateRun,
+    Tool,
+    ToolCall,
+    ToolContext,
+    ToolHandle,
+    ToolVerdict,
+    call_maybe_async,
+)
 
 logger = logging.getLogger("anvia.agent")
 
@@ -168,7 +180,7 @@ class PromptRequest:
     async def send(self) -> AgentResponse:
         """Run until the model answers without tool calls, or a hook suspends the run."""
         state = self.state
-        if state.status == "done":
+        if state.status in ("done", "terminated"):
             return AgentResponse(state)
         state.status = "running"
         state.error = None
@@ -184,10 +196,16 @@ class PromptRequest:
         while True:
             pending = state.pending_calls()
             if pending:
-                if await self._handle_calls(pending) == "suspended":
+                handled = await self._handle_calls(pending)
+                if handled == "suspended":
                     state.status = "suspended"
                     await self._checkpoint()
                     await self._emit("suspended", {"pending": [c.id for c in state.pending_calls()]})
+                    return AgentResponse(state)
+                if handled == "terminated":
+                    state.status = "terminated"
+                    await self._checkpoint()
+                    await self._emit("terminated", {"message": state.terminated})
                     return AgentResponse(state)
                 continue
             if state.messages and state.messages[-1].role == "assistant":
@@ -256,12 +274,41 @@ class PromptRequest:
         return unique
 
     async def _handle_calls(self, calls: list[ToolCallRequest]) -> str:
+        """One model step's calls: those that need no approval run at once, in order; those that
+        do are all announced to the hooks together, then each gets its verdict; none of them runs
+        before every one has one (a single ``suspend()`` suspends the step, to be asked again on
+        resume). Returns "handled", "suspended" or "terminated"."""
+        protected: list[tuple[ToolCallRequest, ToolCall]] = []
         for request in calls:
-            if await self._handle_call(request) == "suspended":
-                return "suspended"
+            call = await self._prepare_call(request)
+            if call is None:
+                continue
+            if call.requires_approval:
+                protected.append((request, call))
+                continue
+            verdict = await self._ask_hooks(call)
+            if isinstance(verdict, SuspendRun | TerminateRun):
+                return await self._stop_at(verdict)
+            await self._apply(request, call, verdict)
+        if protected:
+            await self._announce([call for _, call in protected])
+            verdicts = [await self._ask_hooks(call) for _, call in protected]
+            stop = next((v for v in verdicts if isinstance(v, TerminateRun)), None) or next(
+                (v for v in verdicts if isinstance(v, SuspendRun)), None
+            )
+            for (_, call), verdict in zip(protected, verdicts, strict=True):
+                if not isinstance(verdict, SuspendRun):
+                    await self._emit_decided(call, verdict)
+            if stop is not None:
+                return await self._stop_at(stop)
+            for (request, call), verdict in zip(protected, verdicts, strict=True):
+                await self._apply(request, call, verdict)
+        self._add_notes(calls)
         return "handled"
 
-    async def _handle_call(self, request: ToolCallRequest) -> str:
+    async def _prepare_call(self, request: ToolCallRequest) -> ToolCall | None:
+        """The validated call, its approval rule applied and announced; ``None`` when the model
+        named an unknown tool or sent invalid arguments (answered with the error already)."""
         state = self.state
         tool = self.agent.tools.get(request.name)
         raw_arguments = _loads_or_text(request.arguments)
@@ -269,12 +316,12 @@ class PromptRequest:
             available = ", ".join(self.agent.tools) or "none"
             message = f"Unknown tool {request.name!r}. Available tools: {available}."
             await self._finish_call(request, raw_arguments, "invalid", message=message)
-            return "handled"
+            return None
         try:
             args = tool.parse_args(request.arguments)
         except ToolArgumentsError as error:
             await self._finish_call(request, raw_arguments, "invalid", message=str(error))
-            return "handled"
+            return None
 
         call = ToolCall(
             tool_name=tool.name,
@@ -303,52 +350,84 @@ class PromptRequest:
                 "approval_requested",
                 {"call_id": call.call_id, "tool_name": tool.name, "args": arguments, "reason": call.approval_reason},
             )
+        return call
 
-        verdict = await self._ask_hooks(call)
-        if call.requires_approval and not isinstance(verdict, SuspendRun):
-            await self._emit(
-                "approval_decided",
-                {
-                    "call_id": call.call_id,
-                    "tool_name": tool.name,
-                    "approved": isinstance(verdict, RunTool),
-                    "message": verdict.message if isinstance(verdict, SkipTool) else verdict.note,
-                },
-            )
+    async def _announce(self, calls: list[ToolCall]) -> None:
+        for hook in self._hooks:
+            if hook.on_approvals_requested is None:
+                continue
+            try:
+                await call_maybe_async(hook.on_approvals_requested, calls)
+            except Exception as error:
+                logger.exception("hook %s raised announcing approvals in run %s", hook.name, self.state.run_id)
+                raise AgentRunError(f"The {hook.name} failed announcing approvals: {error}") from error
+
+    async def _emit_decided(self, call: ToolCall, verdict: ToolVerdict) -> None:
+        await self._emit(
+            "approval_decided",
+            {
+                "call_id": call.call_id,
+                "tool_name": call.tool_name,
+                "approved": isinstance(verdict, RunTool),
+                "action": _action_of(verdict),
+                "message": _verdict_message(verdict),
+            },
+        )
+
+    async def _stop_at(self, verdict: SuspendRun | TerminateRun) -> str:
+        if isinstance(verdict, TerminateRun):
+            self.state.terminated = verdict.message
+            return "terminated"
+        return "suspended"
+
+    async def _apply(self, request: ToolCallRequest, call: ToolCall, verdict: ToolVerdict) -> None:
+        """Carry out a verdict: run the tool, or answer the model for it."""
         common = {"requires_approval": call.requires_approval, "approval_reason": call.approval_reason}
-        if isinstance(verdict, SuspendRun):
-            return "suspended"
+        approved = (isinstance(verdict, RunTool)) if call.requires_approval else None
+        arguments = call.args_json
         if isinstance(verdict, SkipTool):
+            await self._finish_call(request, arguments, "skipped", message=verdict.message, approved=approved, **common)
+            return
+        if isinstance(verdict, RespondTool):
             await self._finish_call(
-                request,
-                arguments,
-                "skipped",
-                message=verdict.message,
-                approved=False if call.requires_approval else None,
-                **common,
+                request, arguments, "responded", message=verdict.response, approved=approved, **common
             )
-            return "handled"
-
-        run_args = verdict.args or args
+            return
+        run_args = verdict.args or call.args
         run_arguments = run_args.model_dump(mode="json")
-        approved = True if call.requires_approval else None
         self._set_record(request, run_arguments, "executing", approved=approved, **common)
         await self._checkpoint()
-        context = ToolContext(run_id=state.run_id, call_id=call.call_id, tool_name=tool.name, context=state.context)
+        state = self.state
+        context = ToolContext(
+            run_id=state.run_id, call_id=call.call_id, tool_name=call.tool_name, context=state.context
+        )
+        tool = call.definition
         try:
             result = await tool.invoke(run_args, context)
         except ToolError as error:
-            await self._finish_call(request, run_arguments, "error", message=str(error), approved=approved, **common)
-            return "handled"
+            await self._finish_call(
+                request, run_arguments, "error", message=str(error), note=verdict.note, approved=approved, **common
+            )
+            return
         except Exception as error:
             logger.exception("tool %s raised in run %s", tool.name, state.run_id)
             raise ToolExecutionError(f"The tool {tool.name} failed: {error}") from error
         await self._finish_call(
-            request, run_arguments, "ran", result=result, message=verdict.note, approved=approved, **common
+            request, run_arguments, "ran", result=result, note=verdict.note, approved=approved, **common
         )
-        return "handled"
 
-    async def _ask_hooks(self, call: ToolCall) -> RunTool | SkipTool | SuspendRun:
+    def _add_notes(self, calls: list[ToolCallRequest]) -> None:
+        """What reviewers added reaches the model after the step's results, in a message of its
+        own: a tool's result stays exactly what the tool returned."""
+        notes = []
+        for request in calls:
+            record = self.state.record_for(request.id)
+            if record is not None and record.note:
+                notes.append(f"Note from the reviewer about {record.tool_name} (call {record.call_id}): {record.note}")
+        if notes:
+            self.state.messages.append(Message(role="system", content="\n".join(notes)))
+
+    async def _ask_hooks(self, call: ToolCall) -> ToolVerdict:
         for hook in self._hooks:
             if hook.on_tool_call is None:
                 continue
@@ -361,10 +440,11 @@ class PromptRequest:
                 raise AgentRunError(f"The {hook.name} failed on {call.tool_name}: {error}") from error
             if verdict is None:
                 continue
-            if not isinstance(verdict, RunTool | SkipTool | SuspendRun):
+            if not isinstance(verdict, RunTool | SkipTool | RespondTool | TerminateRun | SuspendRun):
                 raise AgentRunError(
-                    f"The {hook.name} returned {verdict!r} for {call.tool_name}; "
-                    "return call.tool.run(), call.tool.skip(message), call.tool.suspend() or None."
+                    f"The {hook.name} returned {verdict!r} for {call.tool_name}; return call.tool.run(), "
+                    "call.tool.skip(message), call.tool.respond(text), call.tool.terminate(message), "
+                    "call.tool.suspend() or None."
                 )
             return verdict
         if call.requires_approval:
@@ -406,6 +486,7 @@ class PromptRequest:
                 "outcome": outcome,
                 "result": record.result,
                 "message": message,
+                "note": record.note,
                 "content": content,
                 "requires_approval": record.requires_approval,
             },
@@ -434,6 +515,26 @@ class PromptRequest:
                 logger.exception("event sink failed on %s in run %s", type_, self.state.run_id)
 
 
+def _action_of(verdict: ToolVerdict) -> str:
+    if isinstance(verdict, RunTool):
+        return "approve"
+    if isinstance(verdict, RespondTool):
+        return "respond"
+    if isinstance(verdict, TerminateRun):
+        return "terminate"
+    return "reject"
+
+
+def _verdict_message(verdict: ToolVerdict) -> str | None:
+    if isinstance(verdict, SkipTool | TerminateRun):
+        return verdict.message
+    if isinstance(verdict, RespondTool):
+        return verdict.response
+    if isinstance(verdict, RunTool):
+        return verdict.note
+    return None
+
+
 def _is_empty(reply) -> bool:
     return not reply.tool_calls and not (reply.text or "").strip()
 
@@ -446,8 +547,7 @@ def _usable_call_id(call_id: str) -> str:
 
 def _tool_message_content(record: ToolCallRecord) -> str:
     if record.outcome == "ran":
-        text = record.result if isinstance(record.result, str) else json.dumps(record.result)
-        return f"{text}\n(Note: {record.message})" if record.message else text
+        return record.result if isinstance(record.result, str) else json.dumps(record.result)
     if record.outcome in ("error", "invalid"):
         return f"Error: {record.message}"
     return record.message or ""

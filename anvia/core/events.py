@@ -9,7 +9,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 EventType = Literal[
-    "step", "tool_call", "approval_requested", "approval_decided", "tool_result", "text", "done", "error", "suspended"
+    "step",
+    "tool_call",
+    "approval_requested",
+    "approval_decided",
+    "tool_result",
+    "text",
+    "done",
+    "error",
+    "suspended",
+    "terminated",
 ]
 
 

@@ -9,8 +9,8 @@ from pydantic import BaseModel, Field
 
 from anvia.core.messages import Message, ToolCallRequest, Usage
 
-RunStatus = Literal["running", "suspended", "done", "failed"]
-CallOutcome = Literal["executing", "ran", "skipped", "invalid", "error"]
+RunStatus = Literal["running", "suspended", "done", "failed", "terminated"]
+CallOutcome = Literal["executing", "ran", "skipped", "responded", "invalid", "error", "terminated"]
 
 STATE_VERSION = 1
 
@@ -24,6 +24,8 @@ class ToolCallRecord(BaseModel):
     outcome: CallOutcome
     result: Any = None
     message: str | None = None
+    # What a reviewer added for the model, sent beside the result (never inside it).
+    note: str | None = None
     requires_approval: bool = False
     approval_reason: str | None = None
     approved: bool | None = None
@@ -43,6 +45,8 @@ class RunState(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     context: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+    # Why a hook ended the run (status "terminated").
+    terminated: str | None = None
 
     def to_json(self) -> str:
         return self.model_dump_json()

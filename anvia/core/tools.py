@@ -51,17 +51,34 @@ class SkipTool:
 
 
 @dataclass(frozen=True)
+class RespondTool:
+    """A hook's verdict: don't execute; ``response`` goes to the model in place of the tool's
+    result (a reviewer answering for the tool)."""
+
+    response: str
+
+
+@dataclass(frozen=True)
+class TerminateRun:
+    """A hook's verdict: end the whole run now; no other call runs and the model is not asked
+    again. ``message`` says why, for the person the run answers."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class SuspendRun:
     """A hook's verdict: stop the run here; it resumes later from its saved state."""
 
     reason: str = ""
 
 
-ToolVerdict = RunTool | SkipTool | SuspendRun
+ToolVerdict = RunTool | SkipTool | RespondTool | TerminateRun | SuspendRun
 
 
 class ToolHandle:
-    """``call.tool`` in a hook: ``run()``, ``skip(message)`` or ``suspend()``."""
+    """``call.tool`` in a hook: ``run()``, ``skip(message)``, ``respond(text)``, ``terminate(message)``
+    or ``suspend()``."""
 
     def __init__(self, definition: Tool):
         self.definition = definition
@@ -75,7 +92,8 @@ class ToolHandle:
 
         ``args`` replaces the model's arguments (a reviewer's edit); they are validated again
         against the tool's input model and ``ToolArgumentsError`` is raised when they fail.
-        ``note`` is added to what the model sees, e.g. that a reviewer changed the arguments.
+        ``note`` reaches the model beside the tool's result (never inside it), e.g. that a reviewer
+        changed the arguments.
         """
         validated = None if args is None else self.definition.parse_args(args)
         return RunTool(args=validated, note=note)
@@ -83,6 +101,14 @@ class ToolHandle:
     def skip(self, message: str) -> SkipTool:
         """Do not execute the tool; the model receives ``message`` as the tool's result."""
         return SkipTool(message=message)
+
+    def respond(self, response: str) -> RespondTool:
+        """Do not execute the tool; the model receives ``response`` in place of its result."""
+        return RespondTool(response=response)
+
+    def terminate(self, message: str) -> TerminateRun:
+        """End the whole run: nothing more runs, the model is not asked again."""
+        return TerminateRun(message=message)
 
     def suspend(self, reason: str = "") -> SuspendRun:
         """Stop the run at this call; resume it later with ``agent.resume(state)``."""

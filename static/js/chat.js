@@ -24,7 +24,7 @@
   // Staff also see a failed run's technical detail (the runs API returns it to them only).
   const showRunErrors = log.dataset.showRunErrors === "true";
 
-  const FINISHED = new Set(["succeeded", "failed"]);
+  const FINISHED = new Set(["succeeded", "failed", "stopped"]);
   const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
   const KIND = /^[a-z_]+$/;
   const EARLY_RUNS_KEPT = 20;
@@ -111,11 +111,11 @@
   }
 
   function finish(turn, status, text) {
-    const finalStatus = status === "failed" ? "failed" : "succeeded";
+    const finalStatus = FINISHED.has(status) ? status : "succeeded";
     setRunStatus(turn, finalStatus);
     const previous = turn.querySelector(".bubble.agent");
     if (previous) previous.remove();
-    const answer = bubble("agent" + (finalStatus === "failed" ? " failed" : ""), "Agent", text || "");
+    const answer = bubble("agent" + (finalStatus !== "succeeded" ? " failed" : ""), "Agent", text || "");
     turn.append(answer);
     if (finalStatus === "failed" && showRunErrors) showRunError(turn);
   }

@@ -34,7 +34,9 @@ APPROVAL_FIELDS = {
     "expires_at",
     "decided_by",
     "decided_at",
+    "action",
     "decision_reason",
+    "response",
     "outcome",
 }
 
@@ -166,7 +168,12 @@ def test_detail_includes_events_with_their_actors(api):
     assert body["decided_by"] == "bob"
     assert [(e["kind"], e["actor"]) for e in body["events"]] == [("requested", None), ("decided", "bob")]
     assert body["events"][0]["data"] == {"run_id": "run-1"}
-    assert body["events"][1]["data"] == {"status": "approved", "reason": "fine", "edited_args": None}
+    assert body["events"][1]["data"] == {
+        "status": "approved",
+        "action": "approve",
+        "reason": "fine",
+        "edited_args": None,
+    }
     assert all(e["created_at"] for e in body["events"])
 
 
@@ -322,8 +329,13 @@ def test_an_approved_decision_shows_in_the_list_afterwards(api):
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({}, "approved"),
-        ({"reason": "no verdict"}, "approved"),
+        ({}, "action"),
+        ({"reason": "no verdict"}, "action"),
+        ({"action": "explode"}, "action"),
+        ({"action": "approve", "approved": False}, "action"),
+        ({"action": "respond"}, "response"),
+        ({"action": "respond", "response": "   "}, "response"),
+        ({"action": "terminate", "args": {"order_id": "A-1001", "amount": 5}}, "args"),
         ({"approved": None}, "approved"),
         ({"approved": "yes"}, "approved"),
         ({"approved": "true"}, "approved"),
@@ -537,3 +549,33 @@ def test_concurrent_decisions_exactly_one_wins():
     approval.refresh_from_db()
     assert approval.decided_by.username == winner["decided_by"]
     assert ApprovalEvent.objects.filter(approval=approval, kind=ApprovalEvent.Kind.DECIDED).count() == 1
+
+
+def test_respond_gives_the_model_the_reviewers_words_instead_of_the_tool(api):
+    approval = ApprovalFactory()
+
+    response = api.post(
+        decision_url(approval.pk), {"action": "respond", "response": "Already refunded by phone."}, format="json"
+    )
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["status"], body["action"], body["response"]) == ("rejected", "respond", "Already refunded by phone.")
+
+
+def test_terminate_stops_the_run_and_cancels_its_other_pending_approvals(api):
+    approval = ApprovalFactory(run_id="run-7", call_id="c1")
+    other = ApprovalFactory(run_id="run-7", call_id="c2")
+    elsewhere = ApprovalFactory(run_id="run-8", call_id="c1")
+
+    response = api.post(
+        decision_url(approval.pk), {"action": "terminate", "reason": "Looks like fraud."}, format="json"
+    )
+
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["action"]) == ("rejected", "terminate")
+    other.refresh_from_db()
+    elsewhere.refresh_from_db()
+    assert other.status == Approval.Status.CANCELLED
+    assert "rita stopped the whole run" in other.decision_reason
+    assert elsewhere.status == Approval.Status.PENDING

@@ -19,8 +19,10 @@ OFFLINE_NOTICE = "I'm the offline demo model (no real language model is configur
 class OfflineModel:
     """Turns support-desk requests into tool calls and answers from their results.
 
-    It understands "refund order A-1001, $150", "cancel order A-1003" and "where is my order
-    A-1002", calls the matching tool when the agent has it, and otherwise says what it is.
+    It understands "refund order A-1001, $150" (several orders in one message: one call each, in
+    one step), "cancel order A-1003" and "where is my order A-1002", calls the matching tool when
+    the agent has it, and otherwise says what it is. It tells when a refund ran with another
+    amount than it asked for (a reviewer changed it).
     """
 
     name = "offline demo model"
@@ -28,8 +30,9 @@ class OfflineModel:
     async def complete(self, request: ModelRequest) -> ModelReply:
         messages = request.messages
         available = {tool.name for tool in request.tools}
-        if messages and messages[-1].role == "tool":
-            return _reply(text=_answer_from_results(_latest_turn_results(messages)))
+        results = _latest_turn_results(messages)
+        if results:
+            return _reply(text=_answer_from_results(results, _requested_args(messages)))
         last_user = next((m for m in reversed(messages) if m.role == "user"), None)
         return _plan(last_user.content or "" if last_user else "", available)
 
@@ -39,6 +42,9 @@ def _plan(text: str, available: set[str]) -> ModelReply:
     order_id = order.group(1).upper() if order else None
     lowered = text.lower()
     if "refund" in lowered and "refund_order" in available:
+        refunds = _refunds_asked(text)
+        if len(refunds) > 1:  # "refund order A-1001, $150 and order A-1002, $120": one step, two calls
+            return _calls([("refund_order", {"order_id": o, "amount": a}) for o, a in refunds])
         amount = _amount(text)
         if order_id and amount is not None:
             return _call("refund_order", {"order_id": order_id, "amount": amount})
@@ -74,20 +80,46 @@ def _amount(text: str) -> float | None:
     return float((match.group(1) or match.group(2)).replace(",", "."))
 
 
+def _refunds_asked(text: str) -> list[tuple[str, float]]:
+    """Each order number with the first amount after it, before the next order number."""
+    orders = list(ORDER_ID.finditer(text))
+    asked = []
+    for order, following in zip(orders, [*orders[1:], None], strict=True):
+        amount = _amount(text[order.end() : following.start() if following else len(text)])
+        if amount is not None:
+            asked.append((order.group(1).upper(), amount))
+    return asked
+
+
 def _latest_turn_results(messages: list[Message]) -> list[Message]:
+    """The tool results of the last step (a reviewer's notes may follow them: skipped here)."""
     results: list[Message] = []
     for message in reversed(messages):
+        if message.role == "system" and not results:
+            continue
         if message.role != "tool":
             break
         results.append(message)
     return list(reversed(results))
 
 
-def _answer_from_results(results: list[Message]) -> str:
-    return " ".join(_describe(result) for result in results)
+def _requested_args(messages: list[Message]) -> dict[str, dict[str, Any]]:
+    """What this model asked each call of the last step to do, by call id."""
+    last = next((m for m in reversed(messages) if m.role == "assistant" and m.tool_calls), None)
+    asked: dict[str, dict[str, Any]] = {}
+    for call in last.tool_calls if last else []:
+        try:
+            asked[call.id] = json.loads(call.arguments)
+        except json.JSONDecodeError:
+            asked[call.id] = {}
+    return asked
 
 
-def _describe(result: Message) -> str:
+def _answer_from_results(results: list[Message], asked: dict[str, dict[str, Any]]) -> str:
+    return " ".join(_describe(result, asked.get(result.tool_call_id or "", {})) for result in results)
+
+
+def _describe(result: Message, asked: dict[str, Any]) -> str:
     content = result.content or ""
     data: Any
     try:
@@ -101,7 +133,10 @@ def _describe(result: Message) -> str:
             return f"That didn't go through. {content}"
         return content
     if result.name == "refund_order":
-        return f"Done: I refunded ${_money(data.get('amount'))} for order {data.get('order_id')}" + (
+        changed = ""
+        if asked.get("amount") is not None and _money(asked["amount"]) != _money(data.get("amount")):
+            changed = f" (a reviewer changed it from ${_money(asked['amount'])})"
+        return f"Done: I refunded ${_money(data.get('amount'))}{changed} for order {data.get('order_id')}" + (
             f" (refund {data['refund_id']})." if data.get("refund_id") else "."
         )
     if result.name == "cancel_order":
@@ -125,8 +160,15 @@ def _money(value: Any) -> str:
 
 
 def _call(name: str, arguments: dict[str, Any]) -> ModelReply:
-    call = ToolCallRequest(id=f"call_{uuid.uuid4().hex[:12]}", name=name, arguments=json.dumps(arguments))
-    return ModelReply(tool_calls=[call], usage=Usage(model_calls=1))
+    return _calls([(name, arguments)])
+
+
+def _calls(calls: list[tuple[str, dict[str, Any]]]) -> ModelReply:
+    requests = [
+        ToolCallRequest(id=f"call_{uuid.uuid4().hex[:12]}", name=name, arguments=json.dumps(arguments))
+        for name, arguments in calls
+    ]
+    return ModelReply(tool_calls=requests, usage=Usage(model_calls=1))
 
 
 def _reply(*, text: str) -> ModelReply:

@@ -23,6 +23,7 @@ from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
 
 from approvals.errors import AlreadyDecided, ApprovalError, ApprovalExpired
+from approvals.forms import DecisionForm
 from approvals.models import Approval, ApprovalEvent
 from approvals.services import approval_decide, approval_decide_refusal, reviewer_can_decide
 
@@ -299,16 +300,17 @@ class ApprovalAdmin(admin.ModelAdmin):
         if approval is None or not self.has_view_permission(request, approval):
             raise Http404("No such approval.")
         change_url = reverse("admin:approvals_approval_change", args=[approval.pk], current_app=self.admin_site.name)
-        decision = request.POST.get("decision")
-        if decision not in ("approve", "reject"):
-            self.message_user(request, "Choose Approve or Reject.", messages.ERROR)
+        form = DecisionForm(request.POST, approval=approval)
+        if not form.is_valid():
+            self.message_user(request, next(iter(form.errors.values()))[0], messages.ERROR)
             return HttpResponseRedirect(change_url)
         try:
             decided = approval_decide(
                 approval_id=approval.pk,
                 reviewer=request.user,
-                approved=decision == "approve",
-                reason=request.POST.get("reason", "").strip(),
+                action=form.action,
+                reason=form.cleaned_data["reason"],
+                response=form.cleaned_data["response"],
             )
         except ApprovalError as error:
             self.message_user(request, str(error), messages.ERROR)

@@ -1,4 +1,4 @@
-"""The reviewer page's decision form: approve or reject, a reason, and edited arguments."""
+"""The reviewer page's decision form: approve (with edited arguments), reject, respond or terminate."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from anvia_project.untrusted_json import UntrustedJSONError, json_loads_bounded
 from approvals.models import Approval
 from approvals.services import canonical_json
 
-CHOOSE = "Choose Approve or Reject."
+CHOOSE = "Choose Approve, Reject, Respond or Stop the run."
 
 
 class DecisionForm(forms.Form):
     decision = forms.ChoiceField(
-        choices=[("approve", "Approve"), ("reject", "Reject")],
-        error_messages={"required": CHOOSE, "invalid_choice": CHOOSE},
+        choices=Approval.Action.choices, error_messages={"required": CHOOSE, "invalid_choice": CHOOSE}
     )
     reason = forms.CharField(required=False, max_length=2000)
+    response = forms.CharField(required=False, max_length=10000)
     edited_args = forms.CharField(required=False, strip=False)
 
     def __init__(self, *args: Any, approval: Approval, **kwargs: Any):
@@ -26,8 +26,8 @@ class DecisionForm(forms.Form):
         self.approval = approval
 
     @property
-    def approved(self) -> bool:
-        return self.cleaned_data["decision"] == "approve"
+    def action(self) -> str:
+        return self.cleaned_data["decision"]
 
     def clean(self) -> dict[str, Any]:
         """``args``: the edited arguments when approving with a change, else ``None`` (a rejected

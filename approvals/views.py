@@ -20,6 +20,12 @@ from approvals.selectors import approval_get, approvals_pending
 from approvals.services import approval_decide, approval_decide_refusal, reviewer_can_decide
 
 QUEUE_LIMIT = 500
+DONE = {
+    Approval.Action.APPROVE: "Approved",
+    Approval.Action.REJECT: "Rejected",
+    Approval.Action.RESPOND: "Answered instead of",
+    Approval.Action.TERMINATE: "Stopped the run of",
+}
 
 
 def reviewer_required(view):
@@ -75,8 +81,9 @@ def _decide(request: HttpRequest, approval: Approval) -> HttpResponse:
         decided = approval_decide(
             approval_id=approval.pk,
             reviewer=request.user,
-            approved=form.approved,
+            action=form.action,
             reason=form.cleaned_data["reason"],
+            response=form.cleaned_data["response"],
             edited_args=form.cleaned_data["args"],
         )
     except ApprovalError as error:
@@ -88,9 +95,8 @@ def _decide(request: HttpRequest, approval: Approval) -> HttpResponse:
             field_errors=getattr(error, "fields", None) or {},
             status=error.status_code,
         )
-    verb = "Approved" if form.approved else "Rejected"
     edited = " with edited arguments" if decided.edited_args is not None else ""
-    messages.success(request, f"{verb} #{decided.pk} {decided.tool_name}{edited}.")
+    messages.success(request, f"{DONE[form.action]} #{decided.pk} {decided.tool_name}{edited}.")
     return redirect("review:queue")
 
 
@@ -114,7 +120,7 @@ def _render_invalid(request: HttpRequest, approval: Approval, form: DecisionForm
 
 def _as_typed(request: HttpRequest) -> dict[str, str]:
     """What the reviewer typed, shown again with the error."""
-    return {"reason": request.POST.get("reason", ""), "edited_args": request.POST.get("edited_args", "")}
+    return {field: request.POST.get(field, "") for field in ("reason", "response", "edited_args")}
 
 
 def _pretty_json(value: Any) -> str:
@@ -143,7 +149,7 @@ def _render_detail(
     status: int = 200,
 ) -> HttpResponse:
     args_json = _pretty_json(approval.args)
-    form = form or {"reason": "", "edited_args": args_json}
+    form = form or {"reason": "", "response": "", "edited_args": args_json}
     refusal = approval_decide_refusal(approval=approval, user=request.user) if approval.is_pending else None
     context = {
         "approval": approval,
@@ -160,6 +166,7 @@ def _render_detail(
         "form": form,
         "args_edited": form["edited_args"].strip() not in ("", args_json.strip()),
         "error": error,
-        "field_errors": field_errors or {},
+        "args_errors": {name: message for name, message in (field_errors or {}).items() if name != "response"},
+        "response_error": (field_errors or {}).get("response", ""),
     }
     return render(request, "approvals/detail.html", context, status=status)

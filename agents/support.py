@@ -6,13 +6,16 @@ only ever touches that customer's orders.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from pydantic import BaseModel, Field
 
 from agents.llm import SettingsModel
 from anvia import Agent, Approval, ToolContext, ToolError, create_tool
+from approvals.selectors import approvals_pending_with_arg
 from shop import services as shop
 from shop.errors import ShopError
-from shop.selectors import order_for_customer, order_summary
+from shop.selectors import order_by_number, order_for_customer, order_refunded, order_summary
 
 
 class OrderRef(BaseModel):
@@ -51,6 +54,44 @@ def refund(args: RefundInput, ctx: ToolContext) -> dict:
     return {"order_id": made.order.number, "amount": float(made.amount), "refund_id": f"RF-{made.pk}"}
 
 
+def refund_preview(args: RefundInput, ctx: ToolContext) -> dict:
+    """What a reviewer needs to judge a refund: the order's money, whose it is, the other pending
+    requests for it, and a warning when the refund cannot succeed as asked."""
+    order = order_by_number(number=args.order_id)
+    if order is None:
+        return {"order": args.order_id, "warnings": [f"There is no order {args.order_id}: this refund will fail."]}
+    amount = Decimal(str(args.amount)).quantize(Decimal("0.01"))
+    refunded = order_refunded(order)
+    left = order.total - refunded
+    customer_id = ctx.context.get("user_id")
+    belongs = customer_id is not None and order.customer_id == int(customer_id)
+    others = [
+        approval
+        for approval in approvals_pending_with_arg(tool_name="refund_order", name="order_id", value=order.number)
+        if (approval.run_id, approval.call_id) != (ctx.run_id, ctx.call_id)
+    ]
+    asked_elsewhere = sum(Decimal(str(a.args.get("amount", 0))) for a in others)
+    warnings = []
+    if not belongs:
+        warnings.append(f"Order {order.number} is not this customer's order: the refund will fail.")
+    if amount > left:
+        warnings.append(f"Only ${left:.2f} is left to refund on {order.number}: ${amount:.2f} will fail as asked.")
+    elif others and amount + asked_elsewhere > left:
+        warnings.append(
+            f"With the {len(others)} other pending request(s) for {order.number} (${asked_elsewhere:.2f}), "
+            f"more than the ${left:.2f} left would be refunded: approving all of them cannot succeed."
+        )
+    return {
+        "order": f"{order.number}: {order.description} ({order.status})",
+        "belongs_to_requester": belongs,
+        "total": f"${order.total:.2f}",
+        "refunded_so_far": f"${refunded:.2f}",
+        "left_to_refund": f"${left:.2f}",
+        "other_pending_requests": [f"#{a.pk}: ${Decimal(str(a.args.get('amount', 0))):.2f}" for a in others],
+        "warnings": warnings,
+    }
+
+
 def cancel(args: OrderRef, ctx: ToolContext) -> dict:
     try:
         order = shop.order_cancel(customer_id=_customer_id(ctx), order_number=args.order_id)
@@ -76,6 +117,7 @@ refund_order = create_tool(
         reject_message="Refund was not approved.",
     ),
     execute=refund,
+    preview=refund_preview,
 )
 
 cancel_order = create_tool(

@@ -17,7 +17,7 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
 from django.views.decorators.http import require_POST
@@ -25,6 +25,7 @@ from django.views.decorators.http import require_POST
 from approvals.errors import AlreadyDecided, ApprovalError, ApprovalExpired
 from approvals.forms import DecisionForm
 from approvals.models import Approval, ApprovalEvent
+from approvals.selectors import preview_shown
 from approvals.services import approval_decide, approval_decide_refusal, reviewer_can_decide
 
 REASON_PREVIEW_CHARS = 80
@@ -108,6 +109,7 @@ class ApprovalAdmin(admin.ModelAdmin):
                     "agent_name",
                     "requested_by",
                     "reason",
+                    "preview_pretty",
                     "args_pretty",
                     "created_at",
                     "expires_at",
@@ -187,6 +189,17 @@ class ApprovalAdmin(admin.ModelAdmin):
         return approval.decided_by.get_username() if approval.decided_by else None
 
     # --- change page fields ---------------------------------------------------------------------
+
+    @admin.display(description="What to know")
+    def preview_pretty(self, approval: Approval) -> str:
+        shown = preview_shown(approval.preview)
+        if not shown:
+            return self.get_empty_value_display()
+        warnings = format_html_join(
+            "", '<li style="color:#ba2121;font-weight:600">{}</li>', ((w,) for w in shown.warnings)
+        )
+        facts = format_html_join("", "<li>{}: {}</li>", shown.facts)
+        return format_html('<ul style="margin:0;padding-left:1.2em">{}{}</ul>', warnings, facts)
 
     @admin.display(description="Arguments")
     def args_pretty(self, approval: Approval) -> str:

@@ -52,6 +52,11 @@ class ApprovalSerializer(serializers.ModelSerializer):
         read_only=True, allow_null=True, help_text="The arguments a reviewer approved instead, if edited."
     )
     outcome = serializers.JSONField(read_only=True, allow_null=True, help_text=Approval.outcome.field.help_text)
+    preview = serializers.JSONField(
+        read_only=True,
+        allow_null=True,
+        help_text="What the tool's preview showed the reviewer: `warnings` (sentences) and facts by name.",
+    )
     requested_by = _username_field(help_text="Username of the user whose request made the agent call the tool.")
     decided_by = _username_field(help_text="Username of the reviewer who decided; empty while pending or expired.")
 
@@ -63,6 +68,7 @@ class ApprovalSerializer(serializers.ModelSerializer):
             "tool_name",
             "agent_name",
             "reason",
+            "preview",
             "args",
             "edited_args",
             "requested_by",

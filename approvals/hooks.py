@@ -44,20 +44,21 @@ def approval_hook(
     budget = settings.ANVIA_APPROVAL_BLOCK_SECONDS if block_seconds is None else block_seconds
     identity = {"user": user, "conversation_id": conversation_id, "agent_name": agent_name}
     # One budget for a step's calls: they wait together, not one budget after another.
-    step = {"deadline": None}
+    step: dict[str, Any] = {"deadline": None, "requests": {}}
 
     def on_approvals_requested(calls: Sequence[ToolCall]) -> None:
         """Every protected call of the step goes before reviewers now, together."""
         step["deadline"] = time.monotonic() + budget
         for call in calls:
+            request = step["requests"][call.call_id] = approval_request_for(call, **identity)
             # A refused request is asked again below, where the model is told why.
             with contextlib.suppress(ApprovalMismatch, TooManyPendingApprovals):
-                approval_request(request=approval_request_for(call, **identity))
+                approval_request(request=request)
 
     def on_tool_call(call: ToolCall):
         if not call.requires_approval:
             return None
-        request = approval_request_for(call, **identity)
+        request = step["requests"].pop(call.call_id, None) or approval_request_for(call, **identity)
         deadline = step["deadline"]
         timeout = budget if deadline is None else max(0.0, deadline - time.monotonic())
         try:
@@ -90,6 +91,7 @@ def approval_request_for(call: ToolCall, *, user=None, conversation_id: str | in
         conversation_excerpt=[
             {"role": m.role, "content": m.content} for m in call.messages[-EXCERPT_MESSAGES:] if m.content
         ],
+        preview=call.preview(),
     )
 
 

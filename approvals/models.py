@@ -34,6 +34,9 @@ class Approval(models.Model):
     )
     reject_message = models.TextField(blank=True, help_text="What the model is told if the call is refused.")
     conversation_excerpt = models.JSONField(default=list, blank=True)
+    preview = models.JSONField(
+        null=True, blank=True, help_text="What the tool's preview showed the reviewer when the call was asked for."
+    )
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     decided_by = models.ForeignKey(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from typing import Any
+
 from django.db.models import Prefetch, QuerySet
 
 from approvals.models import Approval, ApprovalEvent
@@ -34,3 +38,43 @@ def approval_get(*, approval_id: int) -> Approval:
         .prefetch_related(Prefetch("events", queryset=events))
         .get(pk=approval_id)
     )
+
+
+def approvals_pending_with_arg(*, tool_name: str, name: str, value: Any) -> QuerySet[Approval]:
+    """Pending requests for ``tool_name`` whose argument ``name`` is ``value``, oldest first."""
+    return approvals_pending().filter(tool_name=tool_name, **{f"args__{name}": value})
+
+
+@dataclass(frozen=True)
+class PreviewShown:
+    """A tool's preview as pages show it: warnings first, then labelled facts (all plain text)."""
+
+    warnings: list[str]
+    facts: list[tuple[str, str]]
+
+    def __bool__(self) -> bool:
+        return bool(self.warnings or self.facts)
+
+
+def preview_shown(preview: Any) -> PreviewShown:
+    """The stored preview in words: ``"warnings"`` (a list) first, every other key a fact."""
+    if not isinstance(preview, dict):
+        return PreviewShown([], [])
+    warnings = preview.get("warnings") or []
+    warnings = [str(w) for w in warnings] if isinstance(warnings, list) else [str(warnings)]
+    facts = [
+        (str(key).replace("_", " ").capitalize(), _fact(value)) for key, value in preview.items() if key != "warnings"
+    ]
+    return PreviewShown(warnings, facts)
+
+
+def _fact(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "—"
+    if isinstance(value, str | int | float):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return "; ".join(value) or "none"
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)

@@ -61,6 +61,7 @@ class ApprovalRequest:
     required_by_rule: bool | None = True
     input_schema: dict[str, Any] = field(default_factory=dict)
     conversation_excerpt: list[dict[str, Any]] = field(default_factory=list)
+    preview: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ def approval_request(*, request: ApprovalRequest) -> tuple[Approval, bool]:
                 required_by_rule=request.required_by_rule,
                 reject_message=request.reject_message,
                 conversation_excerpt=request.conversation_excerpt,
+                preview=request.preview,
                 expires_at=timezone.now() + timedelta(hours=settings.ANVIA_APPROVAL_TTL_HOURS),
             )
             ApprovalEvent.objects.create(

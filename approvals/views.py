@@ -16,7 +16,7 @@ from approvals.errors import ApprovalError
 from approvals.forms import DecisionForm
 from approvals.models import Approval
 from approvals.notifications import approval_summary
-from approvals.selectors import approval_get, approvals_pending
+from approvals.selectors import approval_get, approvals_pending, preview_shown
 from approvals.services import approval_decide, approval_decide_refusal, reviewer_can_decide
 
 QUEUE_LIMIT = 500
@@ -154,6 +154,7 @@ def _render_detail(
     context = {
         "approval": approval,
         "args_json": args_json,
+        "preview": preview_shown(approval.preview),
         "edited_args_json": _pretty_json(approval.edited_args) if approval.edited_args is not None else "",
         "outcome_json": _pretty_json(approval.outcome) if approval.outcome is not None else "",
         "excerpt": _excerpt(approval),

@@ -143,6 +143,22 @@ class ToolCall:
         """The validated arguments as plain JSON values."""
         return self.args.model_dump(mode="json")
 
+    def preview(self) -> dict[str, Any] | None:
+        """The tool's preview of this call for a reviewer (``None`` when it has none). A preview
+        that fails says so in its warnings instead of failing the run."""
+        build = self.definition.preview
+        if build is None:
+            return None
+        context = ToolContext(run_id=self.run_id, call_id=self.call_id, tool_name=self.tool_name, context=self.context)
+        try:
+            shown = json.loads(json.dumps(dict(build(self.args, context)), default=str))
+        except Exception as error:
+            return {"warnings": [f"The preview could not be built: {type(error).__name__}: {error}"]}
+        warnings = shown.get("warnings")
+        if warnings is not None and not isinstance(warnings, list):
+            shown["warnings"] = [str(warnings)]
+        return shown
+
 
 ApprovalRule = Callable[[ToolCall], bool]
 ApprovalReason = str | Callable[[ToolCall], str]
@@ -183,6 +199,9 @@ class Approval:
 
 
 Execute = Callable[..., Any] | Callable[..., Awaitable[Any]]
+# What a reviewer needs to judge a call: a JSON object; its "warnings" (a list of sentences) are
+# shown first, every other key as a labelled fact. Called with the validated args and the context.
+Preview = Callable[[BaseModel, ToolContext], Mapping[str, Any]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -194,6 +213,7 @@ class Tool:
     input: type[BaseModel]
     execute: Execute
     approval: Approval | None = None
+    preview: Preview | None = None
 
     def spec(self) -> ToolSpec:
         """The tool as a model sees it."""
@@ -241,14 +261,16 @@ def create_tool(
     execute: Execute,
     input: type[BaseModel] = NoArguments,
     approval: Approval | None = None,
+    preview: Preview | None = None,
 ) -> Tool:
     """Build a tool. ``execute(args)`` or ``execute(args, ctx)``, sync or async; ``input`` is a
-    pydantic model (omit it for a tool without arguments)."""
+    pydantic model (omit it for a tool without arguments). ``preview(args, ctx)`` returns what a
+    reviewer needs to judge a call (a JSON object; ``"warnings"``, a list, is shown first)."""
     if not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"Tool name {name!r} may only hold letters, digits, '_' and '-'.")
     if not (isinstance(input, type) and issubclass(input, BaseModel)):
         raise TypeError(f"input for tool {name!r} must be a pydantic model class.")
-    return Tool(name=name, description=description, input=input, execute=execute, approval=approval)
+    return Tool(name=name, description=description, input=input, execute=execute, approval=approval, preview=preview)
 
 
 def tool(
@@ -257,6 +279,7 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     approval: Approval | None = None,
+    preview: Preview | None = None,
 ) -> Any:
     """Decorator: a typed function becomes a tool; its signature becomes the input model.
 
@@ -286,7 +309,12 @@ def tool(
 
         doc = inspect.getdoc(function) or ""
         return create_tool(
-            name=tool_name, description=description or doc or tool_name, input=model, execute=execute, approval=approval
+            name=tool_name,
+            description=description or doc or tool_name,
+            input=model,
+            execute=execute,
+            approval=approval,
+            preview=preview,
         )
 
     return build(fn) if fn is not None else build

@@ -148,3 +148,38 @@ def test_the_offline_model_understands_two_refunds_in_one_message_and_says_what_
     assert "I refunded $105.00 (a reviewer changed it from $118.00) for order A-1001" in response.text
     assert "I refunded $120.00 for order A-1002" in response.text
     assert "changed it from $120.00" not in response.text
+
+
+def test_a_tools_preview_reaches_the_hook_and_a_broken_one_says_so_instead_of_failing():
+    from anvia import Approval as ApprovalRule
+    from anvia import create_tool
+    from tests.anvia.tools_fixtures import RefundInput
+
+    def preview(args, ctx):
+        if args.order_id == "A-2":
+            raise LookupError("the shop is down")
+        return {"left_to_refund": 80, "warnings": [f"Only $80 left on {args.order_id}."], "run": ctx.run_id}
+
+    refund = create_tool(
+        name="refund_order",
+        description="Refund.",
+        input=RefundInput,
+        approval=ApprovalRule(),
+        execute=lambda args: {"ok": True},
+        preview=preview,
+    )
+    seen = []
+
+    def look(call):
+        seen.append(call.preview())
+        return call.tool.skip("No.")
+
+    model = ScriptedModel(
+        [[call("refund_order", order_id="A-1", amount=150), call("refund_order", order_id="A-2", amount=5)], "Ok."]
+    )
+    Agent(name="s", instructions="", model=model, tools=[refund]).prompt("x", run_id="r1").request_hook(
+        create_hook(on_tool_call=look)
+    ).send_sync()
+
+    assert seen[0] == {"left_to_refund": 80, "warnings": ["Only $80 left on A-1."], "run": "r1"}
+    assert seen[1] == {"warnings": ["The preview could not be built: LookupError: the shop is down"]}

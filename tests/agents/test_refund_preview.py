@@ -1,0 +1,75 @@
+"""The refund tool's preview: what a reviewer needs to judge the call, with a warning when it
+cannot succeed as asked; shown in the API and on the review page."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from agents.services import conversation_create, conversation_post_message, run_execute
+from approvals.models import Approval
+from shop.models import Order, Refund
+from tests.factories import ReviewerFactory, UserFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def suspending(monkeypatch, settings):
+    settings.ANVIA_APPROVAL_BLOCK_SECONDS = 0
+    monkeypatch.setattr("agents.services.run_enqueue", lambda *, run_id: None)
+
+
+def request_refund(user, text: str) -> Approval:
+    run = conversation_post_message(conversation=conversation_create(user=user), content=text)
+    run_execute(run_id=run.pk)
+    return Approval.objects.filter(run_id=str(run.pk)).latest("pk")
+
+
+def test_the_preview_shows_the_orders_money_and_warns_when_the_refund_cannot_succeed(suspending):
+    dora = UserFactory(username="dora")
+    order = Order.objects.create(number="A-1001", customer=dora, description="Espresso machine", total="249.00")
+    Refund.objects.create(order=order, amount="169.00", idempotency_key="earlier")
+
+    approval = request_refund(dora, "refund order A-1001, $150")
+
+    preview = approval.preview
+    assert preview["belongs_to_requester"] is True
+    assert (preview["total"], preview["refunded_so_far"], preview["left_to_refund"]) == ("$249.00", "$169.00", "$80.00")
+    assert preview["warnings"] == ["Only $80.00 is left to refund on A-1001: $150.00 will fail as asked."]
+
+
+def test_the_preview_warns_about_someone_elses_order_and_lists_other_pending_requests(suspending):
+    eve = UserFactory(username="eve")
+    owner = UserFactory(username="frank")
+    Order.objects.create(number="B-2001", customer=owner, description="Desk", total="520.00")
+
+    first = request_refund(eve, "refund order B-2001, $300")
+    second = request_refund(eve, "refund order B-2001, $250")
+
+    assert first.preview["belongs_to_requester"] is False
+    assert "B-2001 is not this customer's order: the refund will fail." in first.preview["warnings"][0]
+    assert second.preview["other_pending_requests"] == [f"#{first.pk}: $300.00"]
+    assert (
+        "With the 1 other pending request(s) for B-2001 ($300.00), more than the $520.00 left would be refunded: "
+        "approving all of them cannot succeed."
+    ) in second.preview["warnings"]
+
+
+def test_reviewers_see_the_preview_in_the_api_and_on_the_page(suspending, client):
+    dora = UserFactory(username="dora")
+    Order.objects.create(number="A-1001", customer=dora, description="Espresso machine", total="100.00")
+    approval = request_refund(dora, "refund order A-1001, $150")
+    reviewer = ReviewerFactory()
+    api = APIClient()
+    api.force_authenticate(reviewer)
+    client.force_login(reviewer)
+
+    body = api.get(f"/api/approvals/{approval.pk}/").json()
+    page = client.get(f"/review/{approval.pk}/").content.decode()
+
+    assert body["preview"]["left_to_refund"] == "$100.00"
+    assert body["preview"]["warnings"] == ["Only $100.00 is left to refund on A-1001: $150.00 will fail as asked."]
+    assert "What to know before deciding" in page
+    assert "Only $100.00 is left to refund on A-1001: $150.00 will fail as asked." in page
+    assert "Left to refund" in page

@@ -318,13 +318,7 @@ class ApprovalAdmin(admin.ModelAdmin):
             self.message_user(request, next(iter(form.errors.values()))[0], messages.ERROR)
             return HttpResponseRedirect(change_url)
         try:
-            decided = approval_decide(
-                approval_id=approval.pk,
-                reviewer=request.user,
-                action=form.action,
-                reason=form.cleaned_data["reason"],
-                response=form.cleaned_data["response"],
-            )
+            decided = form.decide(request.user)
         except ApprovalError as error:
             self.message_user(request, str(error), messages.ERROR)
         else:

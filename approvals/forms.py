@@ -8,7 +8,7 @@ from django import forms
 
 from anvia_project.untrusted_json import UntrustedJSONError, json_loads_bounded
 from approvals.models import Approval
-from approvals.services import canonical_json
+from approvals.services import approval_decide, canonical_json
 
 CHOOSE = "Choose Approve, Reject, Respond or Stop the run."
 
@@ -28,6 +28,17 @@ class DecisionForm(forms.Form):
     @property
     def action(self) -> str:
         return self.cleaned_data["decision"]
+
+    def decide(self, reviewer) -> Approval:
+        """Record the valid form's decision as ``reviewer`` (``approval_decide``'s errors pass through)."""
+        return approval_decide(
+            approval_id=self.approval.pk,
+            reviewer=reviewer,
+            action=self.action,
+            reason=self.cleaned_data["reason"],
+            response=self.cleaned_data["response"],
+            edited_args=self.cleaned_data["args"],
+        )
 
     def clean(self) -> dict[str, Any]:
         """``args``: the edited arguments when approving with a change, else ``None`` (a rejected

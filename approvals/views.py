@@ -17,7 +17,7 @@ from approvals.forms import DecisionForm
 from approvals.models import Approval
 from approvals.notifications import approval_summary
 from approvals.selectors import approval_get, approvals_pending, preview_shown
-from approvals.services import approval_decide, approval_decide_refusal, reviewer_can_decide
+from approvals.services import approval_decide_refusal, reviewer_can_decide
 
 QUEUE_LIMIT = 500
 DONE = {
@@ -78,14 +78,7 @@ def _decide(request: HttpRequest, approval: Approval) -> HttpResponse:
     if not form.is_valid():
         return _render_invalid(request, approval, form)
     try:
-        decided = approval_decide(
-            approval_id=approval.pk,
-            reviewer=request.user,
-            action=form.action,
-            reason=form.cleaned_data["reason"],
-            response=form.cleaned_data["response"],
-            edited_args=form.cleaned_data["args"],
-        )
+        decided = form.decide(request.user)
     except ApprovalError as error:
         return _render_detail(
             request,

@@ -57,13 +57,15 @@ class PreviewShown:
 
 
 def preview_shown(preview: Any) -> PreviewShown:
-    """The stored preview in words: ``"warnings"`` (a list) first, every other key a fact."""
+    """The stored preview (``ToolCall.preview()``'s shape) in words: warnings, then the facts."""
     if not isinstance(preview, dict):
         return PreviewShown([], [])
     warnings = preview.get("warnings") or []
     warnings = [str(w) for w in warnings] if isinstance(warnings, list) else [str(warnings)]
     facts = [
-        (str(key).replace("_", " ").capitalize(), _fact(value)) for key, value in preview.items() if key != "warnings"
+        (str(fact.get("name", "")).replace("_", " ").capitalize(), _fact(fact.get("value")))
+        for fact in preview.get("facts") or []
+        if isinstance(fact, dict)
     ]
     return PreviewShown(warnings, facts)
 

@@ -144,20 +144,23 @@ class ToolCall:
         return self.args.model_dump(mode="json")
 
     def preview(self) -> dict[str, Any] | None:
-        """The tool's preview of this call for a reviewer (``None`` when it has none). A preview
-        that fails says so in its warnings instead of failing the run."""
+        """The tool's preview of this call for a reviewer, as ``{"warnings": [...], "facts":
+        [{"name": ..., "value": ...}, ...]}`` in the order the tool gave them (JSON stores may
+        reorder an object's keys); ``None`` when the tool has none. A preview that fails says so in
+        its warnings instead of failing the run."""
         build = self.definition.preview
         if build is None:
             return None
         context = ToolContext(run_id=self.run_id, call_id=self.call_id, tool_name=self.tool_name, context=self.context)
         try:
-            shown = json.loads(json.dumps(dict(build(self.args, context)), default=str))
+            given = json.loads(json.dumps(dict(build(self.args, context)), default=str))
         except Exception as error:
-            return {"warnings": [f"The preview could not be built: {type(error).__name__}: {error}"]}
-        warnings = shown.get("warnings")
-        if warnings is not None and not isinstance(warnings, list):
-            shown["warnings"] = [str(warnings)]
-        return shown
+            return {"warnings": [f"The preview could not be built: {type(error).__name__}: {error}"], "facts": []}
+        warnings = given.pop("warnings", None) or []
+        return {
+            "warnings": [str(w) for w in warnings] if isinstance(warnings, list) else [str(warnings)],
+            "facts": [{"name": name, "value": value} for name, value in given.items()],
+        }
 
 
 ApprovalRule = Callable[[ToolCall], bool]
@@ -200,7 +203,8 @@ class Approval:
 
 Execute = Callable[..., Any] | Callable[..., Awaitable[Any]]
 # What a reviewer needs to judge a call: a JSON object; its "warnings" (a list of sentences) are
-# shown first, every other key as a labelled fact. Called with the validated args and the context.
+# shown first, every other key as a labelled fact, in order. Called with the validated args and the
+# context; ``ToolCall.preview()`` returns it as {"warnings": [...], "facts": [{"name", "value"}...]}.
 Preview = Callable[[BaseModel, ToolContext], Mapping[str, Any]]
 
 

@@ -33,10 +33,15 @@ def test_the_preview_shows_the_orders_money_and_warns_when_the_refund_cannot_suc
 
     approval = request_refund(dora, "refund order A-1001, $150")
 
-    preview = approval.preview
-    assert preview["belongs_to_requester"] is True
-    assert (preview["total"], preview["refunded_so_far"], preview["left_to_refund"]) == ("$249.00", "$169.00", "$80.00")
-    assert preview["warnings"] == ["Only $80.00 is left to refund on A-1001: $150.00 will fail as asked."]
+    assert approval.preview["facts"] == [
+        {"name": "order", "value": "A-1001: Espresso machine (placed)"},
+        {"name": "belongs_to_requester", "value": True},
+        {"name": "total", "value": "$249.00"},
+        {"name": "refunded_so_far", "value": "$169.00"},
+        {"name": "left_to_refund", "value": "$80.00"},
+        {"name": "other_pending_requests", "value": []},
+    ]
+    assert approval.preview["warnings"] == ["Only $80.00 is left to refund on A-1001: $150.00 will fail as asked."]
 
 
 def test_the_preview_warns_about_someone_elses_order_and_lists_other_pending_requests(suspending):
@@ -47,9 +52,9 @@ def test_the_preview_warns_about_someone_elses_order_and_lists_other_pending_req
     first = request_refund(eve, "refund order B-2001, $300")
     second = request_refund(eve, "refund order B-2001, $250")
 
-    assert first.preview["belongs_to_requester"] is False
+    assert {"name": "belongs_to_requester", "value": False} in first.preview["facts"]
     assert "B-2001 is not this customer's order: the refund will fail." in first.preview["warnings"][0]
-    assert second.preview["other_pending_requests"] == [f"#{first.pk}: $300.00"]
+    assert {"name": "other_pending_requests", "value": [f"#{first.pk}: $300.00"]} in second.preview["facts"]
     assert (
         "With the 1 other pending request(s) for B-2001 ($300.00), more than the $520.00 left would be refunded: "
         "approving all of them cannot succeed."
@@ -68,7 +73,7 @@ def test_reviewers_see_the_preview_in_the_api_and_on_the_page(suspending, client
     body = api.get(f"/api/approvals/{approval.pk}/").json()
     page = client.get(f"/review/{approval.pk}/").content.decode()
 
-    assert body["preview"]["left_to_refund"] == "$100.00"
+    assert {"name": "left_to_refund", "value": "$100.00"} in body["preview"]["facts"]
     assert body["preview"]["warnings"] == ["Only $100.00 is left to refund on A-1001: $150.00 will fail as asked."]
     assert "What to know before deciding" in page
     assert "Only $100.00 is left to refund on A-1001: $150.00 will fail as asked." in page

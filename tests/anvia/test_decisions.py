@@ -181,5 +181,8 @@ def test_a_tools_preview_reaches_the_hook_and_a_broken_one_says_so_instead_of_fa
         create_hook(on_tool_call=look)
     ).send_sync()
 
-    assert seen[0] == {"left_to_refund": 80, "warnings": ["Only $80 left on A-1."], "run": "r1"}
-    assert seen[1] == {"warnings": ["The preview could not be built: LookupError: the shop is down"]}
+    assert seen[0] == {
+        "warnings": ["Only $80 left on A-1."],
+        "facts": [{"name": "left_to_refund", "value": 80}, {"name": "run", "value": "r1"}],
+    }
+    assert seen[1] == {"warnings": ["The preview could not be built: LookupError: the shop is down"], "facts": []}

@@ -55,7 +55,10 @@ class ApprovalSerializer(serializers.ModelSerializer):
     preview = serializers.JSONField(
         read_only=True,
         allow_null=True,
-        help_text="What the tool's preview showed the reviewer: `warnings` (sentences) and `facts` ([{name, value}], in order).",
+        help_text=(
+            "What the tool's preview showed the reviewer: `warnings` (sentences) and `facts` "
+            "([{name, value}], in order)."
+        ),
     )
     requested_by = _username_field(help_text="Username of the user whose request made the agent call the tool.")
     decided_by = _username_field(help_text="Username of the reviewer who decided; empty while pending or expired.")

@@ -1,69 +1,50 @@
-"""How fast a decision wakes the run waiting for it.
+"""How fast a decision wakes the run waiting for it (services and shared options: bench/README.md).
 
-    .venv/bin/python bench/decision_latency.py                 # embedded Redis + temporary SQLite
-    REDIS_URL=redis://127.0.0.1:6379/0 DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \\
-        .venv/bin/python bench/decision_latency.py             # scratch database anvia_bench_decisions there
-
-Options: ``--decisions N`` per row (default 2000, after ``--warmup`` 100 discarded), ``--quick``
-(300 per row), ``--rows a,b`` or ``--rows all`` (names below; the default leaves out
-``floor-idle`` and ``lean-redis``), ``--wait-quiet S`` (first wait up to S seconds for the
-load average to drop below 1), ``--nice N`` (run at niceness N; negative needs root). About 2-3
-minutes on 2 cores with SQLite (its commit fsyncs dominate), less with PostgreSQL. Runs on the
-venv ``make`` installs.
+    .venv/bin/python bench/decision_latency.py              # ~3 min on 2 cores with SQLite; --quick ~1 min
 
 A waiter blocks; the decider acts once it knows the waiter is blocked (Redis: ``CLIENT LIST``
 shows the waiter's named connection in a blocking command; in-process: 1 ms after the waiter
-entered ``wait``). Two figures per row, in µs/ms:
+entered ``wait``). Per row, ``--decisions`` (2000; ``--quick``: 300) after ``--warmup``, in µs/ms:
 
 - ``wake``: from sending the wake-up (the ``LPUSH`` call; ``publish`` called; inside
   ``approval_decide``, ``publish`` called right after COMMIT) to the waiter resuming (``BLPOP`` /
   ``wait`` / ``approval_wait`` returning in the waiter). The target's p50 ratio is on this.
-- ``return->wake``: from the decider's call *returning* to the waiter resuming (the figure the
-  brief names). It is negative when the waiter was already running before the decider's call
-  returned - the usual case: Redis answers the blocked client before the pusher.
+- ``return->wake``: from the decider's call *returning* to the waiter resuming. Negative when the
+  waiter was already running before the call returned: Redis answers the blocked client first.
 
-Rows (``--rows`` names):
+Rows (``--rows a,b`` or ``all``): ``floor``, redis-py ``BLPOP`` in one thread woken by ``LPUSH``
+from another; ``floor-idle`` (not by default), the same with the decider idle 5 ms first (both
+threads asleep, as when a reviewer's click reaches a quiet process); ``channel-memory`` /
+``channel-redis``, ``DecisionChannel.publish`` -> ``wait``; ``service-memory`` /
+``service-redis``, ``approval_decide`` -> ``approval_wait`` in a waiter thread, real rows;
+``service-redis-process``, the waiter in another process (the web decides, a worker waits).
 
-- ``floor``: redis-py ``BLPOP`` in one thread, ``LPUSH`` from another; ``floor-idle``: the same,
-  with the decider idle 5 ms before pushing (both threads asleep, as when a reviewer's click
-  arrives at a quiet process);
-- ``channel-memory`` / ``channel-redis``: ``DecisionChannel.publish`` -> ``wait`` returning;
-- ``service-memory`` / ``service-redis``: ``approval_decide`` -> ``approval_wait`` returning in
-  a waiter thread of the same process, with real rows;
-- ``service-redis-process``: the same with the waiter in another process (production: the web
-  process decides, a Celery worker waits);
-- ``lean-redis`` (opt-in): ``service-redis`` with the one change still only proposed, applied in
-  this process only (``bench/proposed_changes.py``): the waiter re-reads only the columns a
-  ``Decision`` needs (``.values(...)``) instead of ``select_related("decided_by").get()``.
+Then each service row's breakdown (decide's transaction, the channel hop, the waiter's re-read,
+what ``approval_decide`` does after publishing: notifications, signal) and the pieces it points
+at, each timed alone (``--skip-pieces``: not): the waiter's re-read (as written; for reference a
+``.values()`` read of a ``Decision``'s columns and the same SQL through a raw cursor) and one
+reviewer notification (``notify_reviewers`` as it is; for reference ``async_to_sync(group_send)``,
+how it was sent before b013df0, and a bare redis-py ``PUBLISH``).
 
-A breakdown of each service row follows: decide's transaction, the channel hop, the waiter's
-re-read, and what ``approval_decide`` does after publishing (reviewer notifications, signal);
-then the pieces it points at, each timed alone: the waiter's re-read (as written, the proposed
-``.values()`` read, the same SQL through a raw cursor) and one reviewer notification
-(``notify_reviewers`` as it is: ``group_send`` on the process's long-lived loop; for reference
-``async_to_sync(group_send)``, how it was sent before b013df0; a bare redis-py ``PUBLISH``).
-
-Target: Redis rows p50 within 3x the floor's p50 and p99 under 5 ms. The service rows also
-print their ratio to "floor + one SELECT by key through a raw cursor": the waiter re-reads the
-row after every wake-up (the row is the truth), which a bare ``BLPOP`` does not.
+Target: Redis rows p50 within 3x the floor's p50 and p99 under 5 ms. The service rows also show
+their ratio to "floor + one SELECT by key through a raw cursor": the waiter re-reads the row
+after every wake-up (the row is the truth), which a bare ``BLPOP`` does not.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
-import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import scratch_env  # puts the repository on sys.path
-from proposed_changes import approval_wait_lean, check_still_mirrors
+import harness  # puts the repository on sys.path
 
 perf = time.perf_counter
 WAITER_NAME = "anvia-bench-waiter"
@@ -76,61 +57,18 @@ SEGMENTS = (
     "decide: after publish (notify, signal)",
     "decide called -> approval_wait returns",
 )
-ALL_ROWS = (
-    "floor",
-    "floor-idle",
-    "channel-memory",
-    "channel-redis",
-    "service-memory",
-    "service-redis",
-    "service-redis-process",
-    "lean-redis",
-)
-DEFAULT_ROWS = (
-    "floor",
-    "channel-memory",
-    "channel-redis",
-    "service-memory",
-    "service-redis",
-    "service-redis-process",
-)
+RAW_ROWS = ("floor", "floor-idle", "channel-memory", "channel-redis")
+ALL_ROWS = (*RAW_ROWS, "service-memory", "service-redis", "service-redis-process")
+DEFAULT_ROWS = tuple(name for name in ALL_ROWS if name != "floor-idle")
 
 
 # --- waiting side -----------------------------------------------------------------------------
 
 
-class WaiterThread:
-    """One thread that runs the blocking calls handed to it and stamps when each returns."""
-
-    def __init__(self) -> None:
-        self.jobs: queue.Queue[Callable[[], Any] | None] = queue.Queue()
-        self.results: queue.Queue[tuple[float, Any, BaseException | None]] = queue.Queue()
-        self.thread = threading.Thread(target=self._run, name="bench-waiter", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            try:
-                value = job()
-                self.results.put((perf(), value, None))
-            except BaseException as error:  # handed to the main thread
-                self.results.put((perf(), None, error))
-        from django.db import connections
-
-        connections.close_all()
-
-    def submit(self, job: Callable[[], Any]) -> None:
-        self.jobs.put(job)
-
-    def result(self, timeout: float = 15.0) -> tuple[float, Any]:
-        stamp, value, error = self.results.get(timeout=timeout)
-        if error is not None:
-            raise error
-        return stamp, value
-
-    def stop(self) -> None:
-        self.jobs.put(None)
-        self.thread.join(5)
+def stamped(call: Callable[..., Any], *args, **kwargs) -> tuple[float, Any]:
+    """``call``'s result and when it returned: run in the waiter thread, it stamps the wake-up."""
+    value = call(*args, **kwargs)
+    return perf(), value
 
 
 def until_redis_waiter_blocked(admin, name: str = WAITER_NAME, limit: float = 5.0) -> None:
@@ -197,94 +135,72 @@ class Row:
     segments: dict[str, list[float]] = field(default_factory=dict)
 
 
-def measure_floor(redis_url: str, decisions: int, warmup: int, waiter: WaiterThread, *, idle: float) -> Row:
-    import redis
-
-    label = "redis-py BLPOP <- LPUSH from another thread"
-    row = Row("floor-idle" if idle else "floor", label + (f" ({idle * 1000:.0f} ms idle first)" if idle else ""), True)
-    blocker = redis.Redis.from_url(redis_url, client_name=WAITER_NAME, socket_timeout=10)
-    pusher = redis.Redis.from_url(redis_url)
-    admin = redis.Redis.from_url(redis_url)
-    key = f"anvia-bench:floor:{time.time_ns()}"
-    for i in range(warmup + decisions):
-        entered = threading.Event()
-
-        def job(entered=entered):
-            entered.set()
-            return blocker.blpop([key], timeout=5)
-
-        waiter.submit(job)
-        entered.wait(5)
-        until_redis_waiter_blocked(admin)
-        if idle:
-            time.sleep(idle)
-        called = perf()
-        pusher.lpush(key, "decided")
-        returned = perf()
-        woke, value = waiter.result()
-        assert value is not None, "BLPOP timed out"
-        if i >= warmup:
-            row.wake.append((woke - called) * 1e6)
-            row.return_to_wake.append((woke - returned) * 1e6)
-    for client in (blocker, pusher, admin):
-        client.close()
-    return row
-
-
-def measure_channel(kind: str, redis_url: str, decisions: int, warmup: int, waiter: WaiterThread) -> Row:
+def measure_raw(name: str, redis_url: str, decisions: int, warmup: int, waiter: ThreadPoolExecutor) -> Row:
+    """``floor`` / ``floor-idle``: ``BLPOP`` <- ``LPUSH``; ``channel-*``: a channel's ``wait`` <- ``publish``."""
     import redis
 
     from approvals.decision_channels import InProcessDecisionChannel, RedisDecisionChannel
 
     admin = redis.Redis.from_url(redis_url)
-    if kind == "redis":
-        channel = RedisDecisionChannel(redis_url)
-        channel.client.connection_pool.connection_kwargs["client_name"] = WAITER_NAME
-        row = Row("channel-redis", "RedisDecisionChannel publish -> wait", redis=True)
+    clients = [admin]
+    if name.startswith("floor"):
+        blocker = redis.Redis.from_url(redis_url, client_name=WAITER_NAME, socket_timeout=10)
+        pusher = redis.Redis.from_url(redis_url)
+        clients += [blocker, pusher]
+        key = f"anvia-bench:floor:{time.time_ns()}"
+        label = "redis-py BLPOP <- LPUSH from another thread"
+        if name == "floor-idle":
+            label += f" ({IDLE_BEFORE_PUSH * 1000:.0f} ms idle first)"
+
+        def wait(i: int):
+            return blocker.blpop([key], timeout=5)
+
+        def wake_up(i: int) -> None:
+            pusher.lpush(key, "decided")
+
     else:
-        channel = InProcessDecisionChannel()
-        row = Row("channel-memory", "InProcessDecisionChannel publish -> wait", redis=False)
-    base = FAKE_ID_BASE + time.time_ns() // 1000 % 1000 * 100_000
-    for i in range(warmup + decisions):
-        approval_id = base + i
-        entered = threading.Event()
+        channel = RedisDecisionChannel(redis_url) if name == "channel-redis" else InProcessDecisionChannel()
+        if name == "channel-redis":
+            channel.client.connection_pool.connection_kwargs["client_name"] = WAITER_NAME
+            clients.append(channel.client)
+        label = f"{type(channel).__name__} publish -> wait"
+        base = FAKE_ID_BASE + time.time_ns() // 1000 % 1000 * 100_000
 
-        def job(entered=entered, approval_id=approval_id):
-            entered.set()
-            return channel.wait(approval_id, 5.0)
+        def wait(i: int):
+            return channel.wait(base + i, 5.0)
 
-        waiter.submit(job)
-        entered.wait(5)
-        if kind == "redis":
-            until_redis_waiter_blocked(admin)
-        else:
-            time.sleep(0.001)
-        called = perf()
-        channel.publish(approval_id)
-        returned = perf()
-        woke, value = waiter.result()
-        assert value, "the channel wait timed out"
-        if i >= warmup:
-            row.wake.append((woke - called) * 1e6)
-            row.return_to_wake.append((woke - returned) * 1e6)
-    if kind == "redis":
-        channel.client.close()
-    admin.close()
+        def wake_up(i: int) -> None:
+            channel.publish(base + i)
+
+    row = Row(name, label, redis=name != "channel-memory")
+    try:
+        for i in range(warmup + decisions):
+            entered = threading.Event()
+
+            def job(i=i, entered=entered):
+                entered.set()
+                return stamped(wait, i)
+
+            future = waiter.submit(job)
+            entered.wait(5)
+            if row.redis:
+                until_redis_waiter_blocked(admin)
+            else:
+                time.sleep(0.001)
+            if name == "floor-idle":
+                time.sleep(IDLE_BEFORE_PUSH)
+            called = perf()
+            wake_up(i)
+            returned = perf()
+            woke, value = future.result(15)
+            assert value, f"{name}: the wait timed out"
+            if i >= warmup:
+                row.wake.append((woke - called) * 1e6)
+                row.return_to_wake.append((woke - returned) * 1e6)
+    finally:
+        for client in clients:
+            client.close()
     return row
-
-
-def bench_users():
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Permission
-
-    user_model = get_user_model()
-    requester, _ = user_model.objects.get_or_create(username="bench-customer")
-    reviewer, created = user_model.objects.get_or_create(username="bench-reviewer", defaults={"is_staff": True})
-    if created:
-        reviewer.user_permissions.add(
-            Permission.objects.get(codename="decide_approval", content_type__app_label="approvals")
-        )
-    return requester, user_model.objects.get(pk=reviewer.pk)
 
 
 def pending_approvals(count: int, requester) -> list[int]:
@@ -314,15 +230,10 @@ def pending_approvals(count: int, requester) -> list[int]:
                 expires_at=timezone.now() + timedelta(hours=24),
             )
         )
-    created = Approval.objects.bulk_create(rows, batch_size=500)
-    if created and created[0].pk is None:  # backends that return no ids
-        run_ids = {approval.run_id: i for i, approval in enumerate(rows)}
-        found = Approval.objects.filter(run_id__in=list(run_ids)).values_list("run_id", "pk")
-        return [pk for _, pk in sorted(found, key=lambda pair: run_ids[pair[0]])]
-    return [approval.pk for approval in created]
+    return [approval.pk for approval in Approval.objects.bulk_create(rows, batch_size=500)]
 
 
-def measure_service(name: str, redis_url: str, decisions: int, warmup: int, waiter: WaiterThread) -> Row:
+def measure_service(name: str, redis_url: str, decisions: int, warmup: int, waiter: ThreadPoolExecutor) -> Row:
     import redis
     from django.conf import settings
 
@@ -335,7 +246,6 @@ def measure_service(name: str, redis_url: str, decisions: int, warmup: int, wait
         "service-memory": "approval_decide -> approval_wait, in-process channel",
         "service-redis": "approval_decide -> approval_wait, Redis channel",
         "service-redis-process": "approval_decide -> approval_wait, Redis channel, waiter in another process",
-        "lean-redis": "service-redis with the proposed .values() re-read (not applied)",
     }
     row = Row(name, labels[name], redis=kind == "redis")
     row.segments = {segment: [] for segment in SEGMENTS}
@@ -348,7 +258,6 @@ def measure_service(name: str, redis_url: str, decisions: int, warmup: int, wait
     timed = TimedChannel(inner)
     saved = services.get_decision_channel
     services.get_decision_channel = lambda: timed
-    wait = approval_wait_lean if name == "lean-redis" else services.approval_wait
 
     child = parent_conn = None
     if in_child:
@@ -358,7 +267,7 @@ def measure_service(name: str, redis_url: str, decisions: int, warmup: int, wait
         assert parent_conn.poll(60), "the waiter process did not start"
         assert parent_conn.recv() == "ready"
 
-    requester, reviewer = bench_users()
+    requester, reviewer = harness.bench_users()
     try:
         for i, approval_id in enumerate(pending_approvals(warmup + decisions, requester)):
             timed.stamps.clear()
@@ -366,7 +275,7 @@ def measure_service(name: str, redis_url: str, decisions: int, warmup: int, wait
                 parent_conn.send(approval_id)
             else:
                 timed.entered.clear()
-                waiter.submit(lambda pk=approval_id: wait(approval_id=pk, timeout=30))
+                future = waiter.submit(stamped, services.approval_wait, approval_id=approval_id, timeout=30)
                 timed.entered.wait(5)
             if kind == "redis":
                 until_redis_waiter_blocked(admin)
@@ -379,7 +288,7 @@ def measure_service(name: str, redis_url: str, decisions: int, warmup: int, wait
                 assert parent_conn.poll(15), "the waiter process did not answer"
                 resumed, woke, approved = parent_conn.recv()
             else:
-                resumed, decision = waiter.result()
+                resumed, decision = future.result(15)
                 woke, approved = timed.stamps["wake"], decision is not None and decision.approved
             assert approved, f"approval {approval_id} was not seen approved"
             if i < warmup:
@@ -420,7 +329,7 @@ def measure_pieces(redis_url: str, repeats: int = 500) -> dict[str, list[float]]
     from approvals.models import Approval
     from approvals.notifications import REVIEWERS_GROUP, approval_summary, notify_reviewers
 
-    requester, _ = bench_users()
+    requester, _ = harness.bench_users()
     (pk,) = pending_approvals(1, requester)
     approval = Approval.objects.select_related("decided_by", "requested_by").get(pk=pk)
     query = Approval.objects.select_related("decided_by").filter(pk=pk).query
@@ -435,32 +344,25 @@ def measure_pieces(redis_url: str, repeats: int = 500) -> dict[str, list[float]]
             cursor.execute(sql, params)
             cursor.fetchone()
 
-    pieces = [
-        (
-            "re-read: select_related('decided_by').get(pk) (approval_wait)",
-            lambda: Approval.objects.select_related("decided_by").get(pk=pk),
+    columns = ("status", "expires_at", "decision_reason", "decided_by__username", "args", "edited_args")
+    pieces = {
+        "re-read: select_related('decided_by').get(pk) (approval_wait)": lambda: Approval.objects.select_related(
+            "decided_by"
+        ).get(pk=pk),
+        "re-read: .values(<Decision's columns>).get() (reference)": lambda: (
+            Approval.objects.filter(pk=pk).values(*columns).get()
         ),
-        (
-            "re-read: .values(<Decision's columns>).get() (proposed)",
-            lambda: (
-                Approval.objects.filter(pk=pk)
-                .values("status", "expires_at", "decision_reason", "decided_by__username", "args", "edited_args")
-                .get()
-            ),
+        RAW_READ: raw_read,
+        "notify_reviewers (as is: group_send on the process's kept loop)": lambda: notify_reviewers(
+            "approval.created", approval
         ),
-        (RAW_READ, raw_read),
-        (
-            "notify_reviewers (as is: group_send on the process's kept loop)",
-            lambda: notify_reviewers("approval.created", approval),
+        "async_to_sync(layer.group_send), as before b013df0 (reference)": lambda: async_to_sync(layer.group_send)(
+            REVIEWERS_GROUP, message
         ),
-        (
-            "async_to_sync(layer.group_send), as before b013df0 (reference)",
-            lambda: async_to_sync(layer.group_send)(REVIEWERS_GROUP, message),
-        ),
-        ("redis-py PUBLISH of the same message", lambda: publisher.publish(f"bench-{REVIEWERS_GROUP}", payload)),
-    ]
+        "redis-py PUBLISH of the same message": lambda: publisher.publish(f"bench-{REVIEWERS_GROUP}", payload),
+    }
     timings: dict[str, list[float]] = {}
-    for label, piece in pieces:
+    for label, piece in pieces.items():
         for _ in range(20):
             piece()
         samples = timings[label] = []
@@ -481,16 +383,16 @@ def fmt(us: float) -> str:
 
 def report(rows: list[Row], services_line: str, load: str, pieces: dict[str, list[float]]) -> None:
     floor = next(row for row in rows if row.name == "floor")
-    floor_p50 = scratch_env.percentile(floor.wake, 50)
+    floor_p50 = harness.percentile(floor.wake, 50)
     print()
-    print(f"Decision wake-up latency. {services_line}. {scratch_env.machine_line()}.")
+    print(f"Decision wake-up latency. {services_line}. {harness.machine_line()}.")
     print(f"Load average before/after: {load}.")
     print(
         f"Floor (redis-py BLPOP woken by LPUSH, same run): wake p50 {fmt(floor_p50)}, "
-        f"p99 {fmt(scratch_env.percentile(floor.wake, 99))}."
+        f"p99 {fmt(harness.percentile(floor.wake, 99))}."
     )
     print("Target for Redis rows: wake p50 <= 3x the floor's p50, and p99 < 5 ms (both columns).")
-    read_floor = floor_p50 + scratch_env.percentile(pieces[RAW_READ], 50) if pieces else 0.0
+    read_floor = floor_p50 + harness.percentile(pieces[RAW_READ], 50) if pieces else 0.0
     if read_floor:
         print(
             f"Floor + one SELECT by key through a raw cursor (what the service path must do at least): "
@@ -500,21 +402,16 @@ def report(rows: list[Row], services_line: str, load: str, pieces: dict[str, lis
     headers += ["return->wake p50", "p99", "target"]
     table = []
     for row in rows:
-        w = scratch_env.summary(row.wake)
-        r = scratch_env.summary(row.return_to_wake)
+        w = harness.summary(row.wake)
+        r = harness.summary(row.return_to_wake)
         if row is floor:
             verdict = "(floor)"
         elif not row.redis or row.name == "floor-idle":
             verdict = "-"
         else:
-            ratio_ok = w["p50"] <= 3 * floor_p50
-            p99_ok = max(w["p99"], r["p99"]) < 5000
-            verdict = (
-                "met"
-                if ratio_ok and p99_ok
-                else "MISSED: "
-                + ", ".join(x for x, ok in (("p50 > 3x floor", ratio_ok), ("p99 >= 5 ms", p99_ok)) if not ok)
-            )
+            checks = (("p50 > 3x floor", w["p50"] <= 3 * floor_p50), ("p99 >= 5 ms", max(w["p99"], r["p99"]) < 5000))
+            misses = [miss for miss, ok in checks if not ok]
+            verdict = "MISSED: " + ", ".join(misses) if misses else "met"
         table.append(
             [
                 f"{row.name}: {row.label}",
@@ -528,23 +425,23 @@ def report(rows: list[Row], services_line: str, load: str, pieces: dict[str, lis
                 verdict,
             ]
         )
-    scratch_env.print_table(headers, table)
+    harness.print_table(headers, table)
 
     breakdown = []
     for row in rows:
         for segment, samples in row.segments.items():
-            s = scratch_env.summary(samples)
+            s = harness.summary(samples)
             breakdown.append([row.name, segment, fmt(s["p50"]), fmt(s["p99"])])
     if breakdown:
         print()
         print("Where a service-path decision spends its time:")
-        scratch_env.print_table(["row", "segment", "p50", "p99"], breakdown)
+        harness.print_table(["row", "segment", "p50", "p99"], breakdown)
     if pieces:
         print()
         print("The pieces alone (one thread, nothing else running in this process):")
-        pct = scratch_env.percentile
+        pct = harness.percentile
         table = [[label, str(len(v)), fmt(pct(v, 50)), fmt(pct(v, 99))] for label, v in pieces.items()]
-        scratch_env.print_table(["piece", "n", "p50", "p99"], table)
+        harness.print_table(["piece", "n", "p50", "p99"], table)
 
 
 def main() -> None:
@@ -553,10 +450,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--quick", action="store_true", help="300 decisions per row")
     parser.add_argument("--skip-pieces", action="store_true", help="leave out the re-read/notify costs alone")
-    parser.add_argument("--nice", type=int, default=0, help="run at this niceness, e.g. -10 (root) on a busy machine")
-    parser.add_argument(
-        "--wait-quiet", type=float, default=0, metavar="S", help="wait up to S seconds for load average < 1"
-    )
+    harness.add_quiet_arguments(parser)
     parser.add_argument("--rows", default=",".join(DEFAULT_ROWS), help=f"any of: {', '.join(ALL_ROWS)}; or 'all'")
     args = parser.parse_args()
     names = list(ALL_ROWS) if args.rows == "all" else [name.strip() for name in args.rows.split(",") if name.strip()]
@@ -567,40 +461,22 @@ def main() -> None:
         names.insert(0, "floor")
     decisions, warmup = (300, 30) if args.quick else (args.decisions, args.warmup)
 
-    # The project's settings; channel-layer messages under a key prefix of the bench's own.
-    os.environ["DJANGO_SETTINGS_MODULE"] = "bench_settings"
-    priority = scratch_env.raise_priority(args.nice)
-    with scratch_env.scratch_services("anvia_bench_decisions") as svc:
-        scratch_env.django_setup_and_migrate()
-        if "lean-redis" in names:
-            check_still_mirrors()
-        services_line = f"Redis: {svc.redis_label}; database: {svc.database_label}; {priority}"
-        print(services_line, flush=True)
-        load_before = scratch_env.wait_for_quiet(args.wait_quiet)
-        waiter = WaiterThread()
+    with harness.measured_services(args, "anvia_bench_decisions") as (svc, services_line, load_before):
+        from django.db import connections
+
+        waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-waiter")
         rows: list[Row] = []
         started = perf()
         try:
             for name in names:
-                if name.startswith("floor"):
-                    idle = IDLE_BEFORE_PUSH if name == "floor-idle" else 0.0
-                    row = measure_floor(svc.redis_url, decisions, warmup, waiter, idle=idle)
-                elif name.startswith("channel"):
-                    row = measure_channel(name.removeprefix("channel-"), svc.redis_url, decisions, warmup, waiter)
-                else:
-                    row = measure_service(name, svc.redis_url, decisions, warmup, waiter)
-                rows.append(row)
-                print(
-                    f"  {name}: wake p50 {fmt(scratch_env.percentile(row.wake, 50))} ({perf() - started:.0f} s)",
-                    flush=True,
-                )
+                measure = measure_raw if name in RAW_ROWS else measure_service
+                rows.append(row := measure(name, svc.redis_url, decisions, warmup, waiter))
+                print(f"  {name}: wake p50 {fmt(harness.percentile(row.wake, 50))} ({perf() - started:.0f} s)")
             pieces = {} if args.skip_pieces else measure_pieces(svc.redis_url)
         finally:
-            waiter.stop()
-            from django.db import connections
-
-            connections.close_all()
-        report(rows, services_line, f"{load_before} / {scratch_env.load_average()}", pieces)
+            waiter.submit(connections.close_all).result(5)
+            waiter.shutdown()
+        report(rows, services_line, f"{load_before} / {harness.load_average()}", pieces)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Studio's approvals as this app's ``Approval`` rows: ``Studio([agent], store=ApprovalsStore())``.
 
 Requests go through the approval runtime (``approval_request``), so they show in the Django admin
-and the reviewer queue like any other; Studio decides them as the ``studio`` user, and a decision
+and the reviewer queue like any other (with the tool's preview); Studio decides them as the
+``studio`` user through ``approval_decide`` (approve, reject, respond or terminate), and a decision
 made in the admin wakes the waiting Studio run too. A Studio run is not an ``AgentRun``: its run id
 names no run of the app, so the app's resume-on-decision never picks its approvals up.
 """
@@ -18,15 +19,18 @@ from django.db.models import QuerySet
 
 from anvia.studio.store import (
     ActingUser,
+    Action,
     AlreadyDecided,
     ApprovalNotFound,
     ApprovalRecord,
     DecisionRefused,
+    InvalidDecision,
     StoreError,
 )
 from anvia.studio.store import ApprovalRequest as StudioRequest
 from approvals.errors import AlreadyDecided as AlreadyDecidedError
 from approvals.errors import ApprovalError, ApprovalExpired, NotAReviewer, SelfApprovalRefused
+from approvals.errors import InvalidDecision as InvalidDecisionError
 from approvals.models import Approval
 from approvals.services import (
     ApprovalRequest,
@@ -48,6 +52,7 @@ SHARED_REQUEST_FIELDS = (
     "reject_message",
     "agent_name",
     "input_schema",
+    "preview",
 )
 
 
@@ -123,11 +128,24 @@ class ApprovalsStore:
         rows = self._rows().filter(status=Approval.Status.PENDING).order_by("created_at", "id")
         return [_record(approval) for approval in rows]
 
-    def decide(self, approval_id: int, *, approved: bool, reason: str = "") -> ApprovalRecord:
+    def decide(
+        self,
+        approval_id: int,
+        *,
+        action: Action | None = None,
+        reason: str = "",
+        response: str = "",
+        approved: bool | None = None,
+    ) -> ApprovalRecord:
         self.get(approval_id)
         try:
             approval_decide(
-                approval_id=approval_id, reviewer=studio_reviewer_ensure(), approved=approved, reason=reason
+                approval_id=approval_id,
+                reviewer=studio_reviewer_ensure(),
+                approved=approved,
+                action=action,
+                reason=reason,
+                response=response,
             )
         except ApprovalError as error:
             raise _store_error(error) from error
@@ -181,10 +199,17 @@ def _record(approval: Approval) -> ApprovalRecord:
         decision_reason=approval.decision_reason,
         decided_at=approval.decided_at.timestamp() if approval.decided_at else None,
         edited_args=approval.edited_args,
+        preview=approval.preview,
+        action=approval.action,
+        response=approval.response,
     )
 
 
 def _store_error(error: ApprovalError) -> StoreError:
+    if isinstance(error, InvalidDecisionError):
+        refused = InvalidDecision(str(error), field=next(iter(error.fields), None))
+        refused.status = error.status_code
+        return refused
     kind = {
         AlreadyDecidedError: AlreadyDecided,
         ApprovalExpired: AlreadyDecided,

@@ -13,25 +13,31 @@ from __future__ import annotations
 
 from anvia.studio.server import RunningStudio, Studio
 from anvia.studio.store import (
+    ACTIONS,
     ActingUser,
+    Action,
     AlreadyDecided,
     ApprovalNotFound,
     ApprovalRecord,
     ApprovalRequest,
     ApprovalStore,
     DecisionRefused,
+    InvalidDecision,
     MemoryStore,
     StoreError,
 )
 
 __all__ = [
+    "ACTIONS",
     "ActingUser",
+    "Action",
     "AlreadyDecided",
     "ApprovalNotFound",
     "ApprovalRecord",
     "ApprovalRequest",
     "ApprovalStore",
     "DecisionRefused",
+    "InvalidDecision",
     "MemoryStore",
     "RunningStudio",
     "StoreError",

@@ -1,8 +1,10 @@
 """Studio's chats and runs: each message runs its agent in a thread; the timelines stay in memory.
 
-A protected tool call is recorded in the approval store, then the run's thread waits on the store
-in short slices until someone decides (in Studio's page, or wherever the store's records can be
-decided), so that Ctrl-C stops a waiting run within one slice. Runs are Studio's own: they live
+Every protected tool call of a model step is recorded in the approval store at once (all pending
+together, each with the tool's preview), then the run's thread waits on the store in short slices
+until each is decided (in Studio's page, or wherever the store's records can be decided), so that
+Ctrl-C stops a waiting run within one slice. A decision approves, rejects, answers the model in
+place of the tool (respond) or ends the whole run (terminate). Runs are Studio's own: they live
 as long as the process, and when Studio stops, the requests they leave pending are cancelled.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,12 +25,21 @@ from anvia.core.hooks import Hook, create_hook
 from anvia.core.messages import Message
 from anvia.core.tools import DEFAULT_REJECT_MESSAGE, ToolCall
 from anvia.studio.changes import Changes
-from anvia.studio.store import ActingUser, ApprovalRecord, ApprovalRequest, ApprovalStore, StoreError
+from anvia.studio.store import (
+    ActingUser,
+    Action,
+    ApprovalRecord,
+    ApprovalRequest,
+    ApprovalStore,
+    StoreError,
+    decision_action,
+)
 
 logger = logging.getLogger("anvia.studio")
 
 MAX_MESSAGE_CHARS = 4000
 MAX_REASON_CHARS = 2000
+MAX_RESPONSE_CHARS = 10000
 HISTORY_MESSAGES = 20
 RECENT_DECISIONS = 5
 # How long a waiting run blocks on the store before it looks again: the most Ctrl-C waits for it.
@@ -175,15 +186,30 @@ class StudioRuns:
 
     # -- decisions ---------------------------------------------------------------------------
 
-    def decide(self, *, approval_id: int, approved: bool, reason: str = "") -> ApprovalRecord:
-        """Decide a request as the store's reviewer; its waiting run goes on."""
+    def decide(
+        self,
+        *,
+        approval_id: int,
+        action: Action | None = None,
+        reason: str = "",
+        response: str = "",
+        approved: bool | None = None,
+    ) -> ApprovalRecord:
+        """Decide a request as the store's reviewer: ``action`` approve, reject, respond (with the
+        ``response`` the model receives instead of the tool's result) or terminate (the run stops;
+        its other pending requests are cancelled). ``approved=True/False`` is short for approve /
+        reject. Its waiting run goes on (or ends)."""
         reason = (reason or "").strip()
+        response = (response or "").strip()
         if len(reason) > MAX_REASON_CHARS:
             raise StudioError(f"The reason is longer than {MAX_REASON_CHARS} characters.", field="reason")
+        if len(response) > MAX_RESPONSE_CHARS:
+            raise StudioError(f"The response is longer than {MAX_RESPONSE_CHARS} characters.", field="response")
         try:
-            record = self.store.decide(approval_id, approved=approved, reason=reason)
+            action = decision_action(approved=approved, action=action, response=response)
+            record = self.store.decide(approval_id, action=action, reason=reason, response=response)
         except StoreError as error:
-            raise StudioError(str(error), status=error.status) from error
+            raise StudioError(str(error), field=error.field, status=error.status) from error
         self._post(self._chat_of_run.get(record.run_id), approvals=True)
         return record
 
@@ -248,11 +274,15 @@ class StudioRuns:
             "requested_by": record.requested_by,
             "reason": record.reason,
             "args": record.args,
+            "preview": record.preview,
             "reject_message": record.reject_message,
             "created_at": _iso(record.created_at),
             "decided_by": record.decided_by,
             "decided_at": _iso(record.decided_at),
+            "action": record.action,
             "decision_reason": record.decision_reason,
+            "response": record.response,
+            "edited_args": record.edited_args,
         }
 
     def _chat_head(self, chat: Chat) -> dict[str, Any]:
@@ -331,6 +361,8 @@ class StudioRuns:
             )
             if response.suspended:
                 self._finish(chat, run, "stopped", error=STOPPED_REASON)
+            elif response.state.status == "terminated":
+                self._finish(chat, run, "stopped", error=response.state.terminated or "A reviewer stopped this run.")
             else:
                 self._finish(chat, run, "succeeded", answer=response.text or "")
         except AgentRunError as error:
@@ -379,10 +411,10 @@ class StudioRuns:
         return record
 
     def _approval_hook(self, chat: Chat, run: Run) -> Hook:
-        def on_tool_call(call: ToolCall):
-            if not call.requires_approval:
-                return None
-            reject_message = call.approval.reject_message if call.approval else DEFAULT_REJECT_MESSAGE
+        # Requests the store refused while the step was announced: the call is skipped with why.
+        refused: dict[str, str] = {}
+
+        def ask(call: ToolCall) -> ApprovalRecord | None:
             try:
                 record = self.store.request(
                     ApprovalRequest(
@@ -391,32 +423,65 @@ class StudioRuns:
                         tool_name=call.tool_name,
                         args=call.args_json,
                         reason=call.approval_reason or f"Approve {call.tool_name}?",
-                        reject_message=reject_message,
+                        reject_message=_reject_message(call),
                         agent_name=chat.agent,
                         requested_by=chat.user,
                         input_schema=call.definition.input.model_json_schema(),
+                        preview=call.preview(),
                     )
                 )
-            except StoreError as refused:
-                return call.tool.skip(str(refused))
+            except StoreError as error:
+                refused[call.call_id] = str(error)
+                return None
             with self._lock:
+                if call.call_id not in run.approvals:
+                    self._approval_ids.append(record.id)
                 run.approvals[call.call_id] = record.id
-                self._approval_ids.append(record.id)
+            return record
+
+        def on_approvals_requested(calls: Sequence[ToolCall]) -> None:
+            """The step's protected calls all go into the store now, so they are pending together."""
+            for call in calls:
+                ask(call)
             self._post(chat, approvals=True)
+
+        def on_tool_call(call: ToolCall):
+            if not call.requires_approval:
+                return None
+            known = run.approvals.get(call.call_id)
+            record = self._record(known) if known is not None else ask(call)
+            if record is None:
+                return call.tool.skip(refused.get(call.call_id, "Studio could not record this request."))
             while record.pending:
                 if self._stopping.is_set():
                     return call.tool.suspend(STOPPED_REASON)
                 record = self.store.wait(record.id, self.decision_slice)
-            if record.status != "approved":
-                return call.tool.skip(_refusal(reject_message, record))
-            if record.edited_args is None:
-                return call.tool.run()
-            return call.tool.run(record.edited_args, note="A reviewer changed the arguments before approving.")
+            return _verdict(call, record)
 
-        return create_hook(on_tool_call=on_tool_call, name="Studio approval hook")
+        return create_hook(
+            on_tool_call=on_tool_call, on_approvals_requested=on_approvals_requested, name="Studio approval hook"
+        )
 
     def _post(self, chat: Chat | None, *, approvals: bool = False) -> None:
         self.changes.post(chat_id=chat.id if chat else None, approvals=approvals)
+
+
+def _reject_message(call: ToolCall) -> str:
+    return call.approval.reject_message if call.approval else DEFAULT_REJECT_MESSAGE
+
+
+def _verdict(call: ToolCall, record: ApprovalRecord):
+    """What the run does with a decided request: run the tool (with a reviewer's edited args),
+    answer the model in its place, end the run, or skip it with the reasons."""
+    if record.status == "approved":
+        if record.edited_args is None:
+            return call.tool.run()
+        return call.tool.run(record.edited_args, note="A reviewer changed the arguments before approving.")
+    if record.action == "respond":
+        return call.tool.respond(record.response)
+    if record.action == "terminate":
+        return call.tool.terminate(record.decision_reason or f"{record.decided_by or 'A reviewer'} stopped this run.")
+    return call.tool.skip(_refusal(_reject_message(call), record))
 
 
 def _refusal(reject_message: str, record: ApprovalRecord) -> str:

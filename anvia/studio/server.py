@@ -288,13 +288,22 @@ class StudioSite:
         return json_reply(self.runs.approvals_panel())
 
     def decision(self, body: dict[str, Any], approval_id: str) -> Reply:
+        """``{"action": "approve" | "reject" | "respond" | "terminate", "reason": str, "response": str}``;
+        ``{"approved": bool}`` is short for approve / reject."""
+        action = body.get("action")
+        if action is not None and not isinstance(action, str):
+            raise StudioError("Say the action as text: approve, reject, respond or terminate.", field="action")
         approved = body.get("approved")
-        if not isinstance(approved, bool):
+        if approved is not None and not isinstance(approved, bool):
             raise StudioError("Say approved: true or false.", field="approved")
-        reason = body.get("reason", "")
-        if not isinstance(reason, str):
-            raise StudioError("The reason must be text.", field="reason")
-        self.runs.decide(approval_id=int(approval_id), approved=approved, reason=reason)
+        if action is None and approved is None:
+            raise StudioError("Say what to do: action approve, reject, respond or terminate.", field="action")
+        text = {}
+        for name in ("reason", "response"):
+            text[name] = body.get(name, "")
+            if not isinstance(text[name], str):
+                raise StudioError(f"The {name} must be text.", field=name)
+        self.runs.decide(approval_id=int(approval_id), action=action, approved=approved, **text)
         return json_reply(self.runs.approvals_panel())
 
     # -- routing and checks ------------------------------------------------------------------

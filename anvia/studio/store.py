@@ -16,6 +16,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
 Status = Literal["pending", "approved", "rejected", "expired", "cancelled"]
+# What a decision does: run the tool (``approve``), refuse it (``reject``, the model hears the
+# reject message and the reason), answer the model in its place (``respond``), or end the whole
+# run (``terminate``; the run's other pending requests are cancelled). Only ``approve`` is
+# status "approved"; the other three are "rejected", told apart by the record's ``action``.
+Action = Literal["approve", "reject", "respond", "terminate"]
+ACTIONS: tuple[Action, ...] = ("approve", "reject", "respond", "terminate")
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,9 @@ class ApprovalRequest:
     agent_name: str = ""
     requested_by: ActingUser | None = None
     input_schema: dict[str, Any] = field(default_factory=dict)
+    # The tool's preview of the call (``ToolCall.preview()``): what the reviewer needs to judge
+    # it; its "warnings" (a list of sentences) are shown first.
+    preview: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,9 @@ class ApprovalRecord:
     decision_reason: str = ""
     decided_at: float | None = None
     edited_args: dict[str, Any] | None = None  # what a reviewer approved instead of ``args``
+    preview: dict[str, Any] | None = None
+    action: Action | Literal[""] = ""  # empty until decided (and for a cancelled or expired request)
+    response: str = ""  # respond: what the model receives instead of the tool's result
 
     @property
     def pending(self) -> bool:
@@ -69,9 +81,19 @@ class ApprovalRecord:
 
 
 class StoreError(Exception):
-    """A request the store refuses; the message says why. ``status`` is the HTTP status Studio answers."""
+    """A request the store refuses; the message says why. ``status`` is the HTTP status Studio
+    answers; ``field`` names what was wrong in the request, when one field was."""
 
     status = 400
+    field: str | None = None
+
+
+class InvalidDecision(StoreError):
+    """A decision that says nothing or contradicts itself (``field`` names what to fix)."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class ApprovalNotFound(StoreError):
@@ -84,6 +106,22 @@ class DecisionRefused(StoreError):
 
 class AlreadyDecided(StoreError):
     status = 409
+
+
+def decision_action(*, approved: bool | None = None, action: str | None = None, response: str = "") -> Action:
+    """The action a decision takes (``approved=True/False`` is short for approve / reject), or
+    ``InvalidDecision`` naming the field that is missing or wrong."""
+    if action is None:
+        if approved is None:
+            raise InvalidDecision("Say what to do: approve, reject, respond or terminate.", field="action")
+        return "approve" if approved else "reject"
+    if action not in ACTIONS:
+        raise InvalidDecision(f"{action!r} is not an action: approve, reject, respond or terminate.", field="action")
+    if approved is not None and approved != (action == "approve"):
+        raise InvalidDecision(f"approved={approved} does not go with action {action!r}.", field="action")
+    if action == "respond" and not (response or "").strip():
+        raise InvalidDecision("Write what the model should receive instead of the tool's result.", field="response")
+    return action
 
 
 @runtime_checkable
@@ -105,8 +143,19 @@ class ApprovalStore(Protocol):
     def pending(self) -> list[ApprovalRecord]:
         """The records still waiting for a decision, oldest first."""
 
-    def decide(self, approval_id: int, *, approved: bool, reason: str = "") -> ApprovalRecord:
-        """Decide as ``reviewer``; exactly one decision wins (``AlreadyDecided`` for the others)."""
+    def decide(
+        self,
+        approval_id: int,
+        *,
+        action: Action | None = None,
+        reason: str = "",
+        response: str = "",
+        approved: bool | None = None,
+    ) -> ApprovalRecord:
+        """Decide as ``reviewer``: ``action`` approve, reject, respond (``response`` is what the model
+        receives instead of the tool's result) or terminate (the run's other pending requests are
+        cancelled); ``approved=True/False`` is short for approve / reject. Exactly one decision wins
+        (``AlreadyDecided`` for the others); ``InvalidDecision`` for one that says nothing."""
 
     def wait(self, approval_id: int, timeout: float) -> ApprovalRecord:
         """Block until the record is no longer pending, or ``timeout`` seconds pass; return it as it is."""
@@ -156,6 +205,7 @@ class MemoryStore:
                 requested_by=request.requested_by.label if request.requested_by else None,
                 status="pending",
                 created_at=time.time(),
+                preview=request.preview,
             )
             self._records[record.id] = record
             self._by_call[(request.run_id, request.call_id)] = record.id
@@ -172,10 +222,32 @@ class MemoryStore:
         with self._changed:
             return [record for record in self._records.values() if record.pending]
 
-    def decide(self, approval_id: int, *, approved: bool, reason: str = "") -> ApprovalRecord:
-        return self._settle(
-            approval_id, status="approved" if approved else "rejected", reason=reason, by=self.reviewer, strict=True
-        )
+    def decide(
+        self,
+        approval_id: int,
+        *,
+        action: Action | None = None,
+        reason: str = "",
+        response: str = "",
+        approved: bool | None = None,
+    ) -> ApprovalRecord:
+        action = decision_action(approved=approved, action=action, response=response)
+        with self._changed:
+            record = self._settle(
+                approval_id,
+                status="approved" if action == "approve" else "rejected",
+                reason=reason,
+                by=self.reviewer,
+                strict=True,
+                action=action,
+                response=response if action == "respond" else "",
+            )
+            if action == "terminate":
+                stopped = f"{self.reviewer} stopped the whole run (approval #{approval_id})."
+                for other in self.pending():
+                    if other.run_id == record.run_id:
+                        self.cancel(other.id, reason=stopped)
+            return record
 
     def wait(self, approval_id: int, timeout: float) -> ApprovalRecord:
         deadline = time.monotonic() + max(0.0, timeout)
@@ -205,7 +277,9 @@ class MemoryStore:
     def thread_done(self) -> None:
         """Nothing is held per thread."""
 
-    def _settle(self, approval_id: int, *, status: Status, reason: str, by: str | None, strict: bool) -> ApprovalRecord:
+    def _settle(
+        self, approval_id: int, *, status: Status, reason: str, by: str | None, strict: bool, **decision: Any
+    ) -> ApprovalRecord:
         with self._changed:
             record = self.get(approval_id)
             if not record.pending:
@@ -213,7 +287,9 @@ class MemoryStore:
                     by_whom = f" by {record.decided_by}" if record.decided_by else ""
                     raise AlreadyDecided(f"Approval #{approval_id} was already {record.status}{by_whom}.")
                 return record
-            record = replace(record, status=status, decided_by=by, decision_reason=reason, decided_at=time.time())
+            record = replace(
+                record, status=status, decided_by=by, decision_reason=reason, decided_at=time.time(), **decision
+            )
             self._records[approval_id] = record
             self._changed.notify_all()
             return record

@@ -120,3 +120,70 @@ def test_text_from_users_and_models_stays_text(studio_page: Page, studio: Studio
     page.locator("#chats button.chat-link").first.click()
     expect(page.locator("#timeline .from-user .text")).to_have_text(f"hello {SCRIPT} {IMG}")
     assert page.evaluate(NO_INJECTED_MARKUP) == SAFE
+
+
+def test_respond_and_stop_the_run_in_studio_with_the_preview_shown(studio_page: Page, studio: StudioProcess):
+    page = studio_page
+    timeline = page.locator("#timeline")
+
+    # Two refunds in one step: both wait at once, each card with its preview, warnings first.
+    ask(page, "support", "refund order A-1001, $150 and order A-1002, $120")
+    cards = page.locator("#pending li.approval-card")
+    expect(cards).to_have_count(2)
+    expect(page.locator("#approval-count")).to_have_text("2")
+    first = cards.filter(has_text="Review refund of $150.00 for A-1001.")
+    second = cards.filter(has_text="Review refund of $120.00 for A-1002.")
+    warning = "Only $80.00 is left to refund on A-1002: $120.00 will fail as asked."
+    expect(second.locator(".preview-warnings li")).to_have_text([warning])
+    expect(second.locator(".preview-facts")).to_contain_text("Left to refund$80.00")
+    assert second.locator(".preview > *").evaluate_all("nodes => nodes.map(n => n.className)") == [
+        "preview-warnings",
+        "preview-facts",
+    ]
+    expect(first.locator(".preview-warnings")).to_have_count(0)
+    expect(first.locator(".preview-facts")).to_contain_text("Belongs to requesteryes")
+    expect(timeline.locator(".event-approval .preview-warnings")).to_have_text([warning])
+    page.screenshot(path="/tmp/studio-4-two-pending.png", full_page=True)
+
+    # Respond needs words; then the model gets them instead of the tool's result.
+    second.get_by_role("button", name="Respond").click()
+    must_write = "Write what the model should receive instead of the tool's result."
+    expect(second.locator(".form-error")).to_have_text(must_write)
+    answer = "Only $80.00 could go back on A-1002; a store credit covers the rest."
+    second.get_by_label("What the model receives instead of the tool's result").fill(answer)
+    page.screenshot(path="/tmp/studio-5-respond.png", full_page=True)
+    second.get_by_role("button", name="Respond").click()
+    expect(cards).to_have_count(1)
+    expect(timeline.locator(".progress.waiting")).to_contain_text("Waiting for approval")
+    first.get_by_role("button", name="Approve").click()
+
+    expect(timeline.locator(".from-agent")).to_contain_text("Done: I refunded $150.00 for order A-1001")
+    expect(timeline.locator(".from-agent")).to_contain_text(answer)
+    expect(timeline.locator(".event-decided.responded")).to_contain_text(
+        f"answered instead of the tool by studio: “{answer}”"
+    )
+    expect(timeline.locator(".event-result.responded .model-received")).to_have_text(answer)
+    expect(page.locator('#recent li[data-action="respond"]')).to_contain_text(f"The model received: “{answer}”")
+    page.screenshot(path="/tmp/studio-6-responded.png", full_page=True)
+
+    # Stop the run: it ends "stopped", says why, and nothing runs.
+    ask(page, "support", "refund order A-1001, $120")
+    card = page.locator("#pending li.approval-card")
+    expect(card).to_have_count(1)
+    card.get_by_label("Reason (optional)").fill("This account is under review.")
+    card.get_by_role("button", name="Stop the run").click()
+    expect(timeline.locator(".event-decided.terminated")).to_contain_text("run stopped by studio")
+    expect(timeline.locator(".event-stopped")).to_contain_text("This account is under review.")
+    expect(page.locator("#chat-meta .badge")).to_have_text("stopped")
+    expect(page.locator("#chats li").first.locator(".badge")).to_have_text("stopped")
+    expect(timeline.locator(".from-agent")).to_have_count(0)
+    expect(page.get_by_label("Message")).to_be_enabled()  # a stopped chat takes the next message
+    page.screenshot(path="/tmp/studio-7-stopped.png", full_page=True)
+
+    assert studio.query("select a.action, a.status, a.response from approvals_approval a order by a.id") == [
+        ("approve", "approved", ""),
+        ("respond", "rejected", answer),
+        ("terminate", "rejected", ""),
+    ]
+    assert studio.query("select count(*) from shop_refund") == [(1,)]
+    assert studio.stop(signal.SIGINT) == 0

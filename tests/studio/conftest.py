@@ -3,6 +3,7 @@ with scripted models. No database here; ``test_approvals_store.py`` brings its o
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 
@@ -58,6 +59,18 @@ def make_refusing_tool() -> object:
 
 def refund_agent(model: ScriptedModel, executed: list, *, name: str = "support") -> Agent:
     return Agent(name=name, instructions="Help.", model=model, tools=[make_refund_tool(executed)])
+
+
+def refund_preview(args, ctx) -> dict:
+    """Every order has $80 left to refund: what a reviewer should know before deciding."""
+    warnings = [f"Only $80.00 is left to refund on {args.order_id}."] if args.amount > 80 else []
+    return {"order": args.order_id, "left_to_refund": "$80.00", "belongs_to_requester": True, "warnings": warnings}
+
+
+def previewed_refund_agent(model: ScriptedModel, executed: list) -> Agent:
+    """``refund_agent`` whose refund tool shows ``refund_preview`` to reviewers."""
+    tool = dataclasses.replace(make_refund_tool(executed), preview=refund_preview)
+    return Agent(name="support", instructions="Help.", model=model, tools=[tool])
 
 
 @pytest.fixture

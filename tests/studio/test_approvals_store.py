@@ -14,7 +14,7 @@ from approvals.selectors import approvals_pending
 from approvals.services import approval_decide
 from approvals.studio_store import ApprovalsStore, studio_reviewer_ensure
 from tests.factories import ApprovalFactory, ReviewerFactory, UserFactory
-from tests.studio.conftest import finished, pending_approval, refund_agent
+from tests.studio.conftest import finished, pending_approval, previewed_refund_agent, refund_agent, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -104,3 +104,60 @@ def test_the_store_answers_only_for_its_own_approvals_and_cancels_on_stop(studio
     assert (row.status, row.decision_reason) == ("cancelled", "Studio stopped before anyone decided.")
     assert runs.chat_detail(chat.id)["status"] == "stopped"
     assert executed == []
+
+
+def test_respond_is_recorded_as_the_apps_respond_with_the_preview_the_reviewer_saw(studio_runs, alice):
+    executed = []
+    model = ScriptedModel([call("refund_order", order_id="A-1001", amount=150), "Handled."])
+    runs = studio_runs(previewed_refund_agent(model, executed), on=ApprovalsStore())
+    chat = runs.chat_start(agent_name="support", user_id=alice.pk, message="refund A-1001 $150")
+    pending = pending_approval(runs)
+    row = Approval.objects.get(pk=pending.id)
+    assert row.preview == {
+        "warnings": ["Only $80.00 is left to refund on A-1001."],
+        "facts": [
+            {"name": "order", "value": "A-1001"},
+            {"name": "left_to_refund", "value": "$80.00"},
+            {"name": "belongs_to_requester", "value": True},
+        ],
+    }
+    assert runs.approvals_panel()["pending"][0]["preview"] == row.preview
+
+    with pytest.raises(StudioError, match="Write what the model should receive") as refused:
+        runs.decide(approval_id=pending.id, action="respond", response="")
+    assert refused.value.field == "response"
+    runs.decide(approval_id=pending.id, action="respond", response="Refunded by phone (RF-77).")
+
+    assert finished(runs, chat.id)["runs"][0]["answer"] == "Handled."
+    assert executed == []
+    assert model.requests[1].messages[-1].content == "Refunded by phone (RF-77)."
+    row.refresh_from_db()
+    assert (row.status, row.action, row.response, row.decided_by.username) == (
+        "rejected",
+        "respond",
+        "Refunded by phone (RF-77).",
+        "studio",
+    )
+    assert row.outcome["outcome"] == "responded"
+
+
+def test_terminate_stops_the_studio_run_and_cancels_its_other_approval(studio_runs, alice):
+    executed = []
+    model = ScriptedModel(
+        [[call("refund_order", order_id="A-1001", amount=150), call("refund_order", order_id="A-1002", amount=120)]]
+    )
+    runs = studio_runs(refund_agent(model, executed), on=ApprovalsStore())
+    chat = runs.chat_start(agent_name="support", user_id=alice.pk, message="two refunds")
+    first, second = until(runs, lambda: len(runs.store.pending()) == 2 and runs.store.pending(), what="both pending")
+
+    runs.decide(approval_id=first.id, action="terminate", reason="Account under review.")
+
+    detail = finished(runs, chat.id)
+    assert (detail["status"], detail["runs"][0]["error"]) == ("stopped", "Account under review.")
+    assert executed == []
+    rows = {a.pk: a for a in Approval.objects.filter(pk__in=[first.id, second.id])}
+    assert (rows[first.id].status, rows[first.id].action) == ("rejected", "terminate")
+    assert (rows[second.id].status, rows[second.id].decision_reason) == (
+        "cancelled",
+        f"studio stopped the whole run (approval #{first.id}).",
+    )

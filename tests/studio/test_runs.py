@@ -17,6 +17,7 @@ from tests.studio.conftest import (
     make_refusing_tool,
     make_void_tool,
     pending_approval,
+    previewed_refund_agent,
     refund_agent,
     until,
 )
@@ -237,3 +238,109 @@ def test_a_store_without_users_chats_as_nobody(studio_runs):
     chat = finished(runs, runs.chat_start(agent_name="plain", user_id=None, message="hi").id)
     assert (chat["user"], chat["runs"][0]["answer"]) == (None, "Hello.")
     until(runs, lambda: runs.open_runs() == 0, what="the run thread to end")
+
+
+def two_refunds(studio_runs, store, executed: list, answer: str = "Handled."):
+    """A chat whose model asks for two protected refunds in one step; both pending, nothing run."""
+    model = ScriptedModel(
+        [[call("refund_order", order_id="A-1", amount=150), call("refund_order", order_id="A-2", amount=120)], answer]
+    )
+    runs = studio_runs(previewed_refund_agent(model, executed))
+    chat = runs.chat_start(agent_name="support", user_id=ALICE.id, message="refund A-1 $150 and A-2 $120")
+    both = until(runs, lambda: len(store.pending()) == 2 and store.pending(), what="both refunds pending at once")
+    assert runs.chat_detail(chat.id)["status"] == "waiting_for_approval"
+    assert executed == []
+    return runs, model, chat, both
+
+
+def test_a_steps_calls_are_pending_together_with_their_previews_and_decided_one_by_one(studio_runs, store):
+    executed = []
+    runs, model, chat, (first, second) = two_refunds(studio_runs, store, executed)
+    assert [(r.args["order_id"], r.preview["warnings"]) for r in (first, second)] == [
+        ("A-1", ["Only $80.00 is left to refund on A-1."]),
+        ("A-2", ["Only $80.00 is left to refund on A-2."]),
+    ]
+    assert runs.approvals_panel()["pending"][0]["preview"] == {
+        "warnings": ["Only $80.00 is left to refund on A-1."],
+        "facts": [
+            {"name": "order", "value": "A-1"},
+            {"name": "left_to_refund", "value": "$80.00"},
+            {"name": "belongs_to_requester", "value": True},
+        ],
+    }
+
+    # The second is decided first: still nothing runs until the first has its decision too.
+    runs.decide(approval_id=second.id, action="respond", response="A-2 was refunded by phone (RF-77).")
+    assert runs.chat_detail(chat.id)["status"] == "waiting_for_approval"
+    assert executed == []
+    runs.decide(approval_id=first.id, action="approve")
+
+    run = finished(runs, chat.id)["runs"][0]
+    assert (run["status"], run["answer"]) == ("succeeded", "Handled.")
+    assert [e[:2] for e in executed] == [("A-1", 150)]
+    tool_results = [m for m in model.requests[1].messages if m.role == "tool"]
+    assert [m.content for m in tool_results][1] == "A-2 was refunded by phone (RF-77)."
+    decided = [e for e in run["events"] if e["type"] == "approval_decided"]
+    assert [(e["data"]["action"], e["approval"]["action"]) for e in decided] == [
+        ("approve", "approve"),
+        ("respond", "respond"),
+    ]
+    assert decided[1]["approval"]["response"] == "A-2 was refunded by phone (RF-77)."
+    responded = [e["data"]["outcome"] for e in run["events"] if e["type"] == "tool_result"]
+    assert responded == ["ran", "responded"]
+    assert store.outcome(second.id)["outcome"] == "responded"
+
+
+def test_terminate_stops_the_run_cancels_the_other_call_and_runs_nothing(studio_runs, store):
+    executed = []
+    runs, model, chat, (first, second) = two_refunds(studio_runs, store, executed)
+
+    runs.decide(approval_id=second.id, action="terminate", reason="This account is under review.")
+
+    detail = finished(runs, chat.id)
+    run = detail["runs"][0]
+    assert (detail["status"], run["status"], run["answer"]) == ("stopped", "stopped", None)
+    assert run["error"] == "This account is under review."
+    assert executed == []
+    assert len(model.requests) == 1  # the model is not asked again
+    cancelled = store.get(first.id)
+    assert (cancelled.status, cancelled.decision_reason) == (
+        "cancelled",
+        f"studio stopped the whole run (approval #{second.id}).",
+    )
+    assert event_types(run)[-1] == "terminated"
+    assert run["events"][-1]["data"]["message"] == "This account is under review."
+    assert runs.approvals_panel()["pending"] == []
+
+    # A stop without a reason still says who stopped it; the chat takes the next message.
+    runs.chat_send(chat_id=chat.id, message="and now?")
+    assert finished(runs, chat.id)["runs"][1]["status"] == "succeeded"
+
+
+def test_a_stop_without_a_reason_says_who_stopped_the_run(studio_runs, store):
+    model = ScriptedModel([call("refund_order", order_id="A-1", amount=150)])
+    runs = studio_runs(refund_agent(model, []))
+    chat = runs.chat_start(agent_name="support", user_id=ALICE.id, message="refund A-1 $150")
+    runs.decide(approval_id=pending_approval(runs).id, action="terminate")
+    assert finished(runs, chat.id)["runs"][0]["error"] == "studio stopped this run."
+
+
+@pytest.mark.parametrize(
+    ("decision", "message", "field"),
+    [
+        ({"action": "respond", "response": " "}, "Write what the model should receive instead", "response"),
+        ({"action": "shrug"}, "'shrug' is not an action", "action"),
+        ({}, "Say what to do", "action"),
+        ({"action": "respond", "response": "x" * 10001}, "The response is longer than 10000 characters.", "response"),
+    ],
+)
+def test_a_decision_that_says_nothing_names_the_field(studio_runs, store, decision, message, field):
+    model = ScriptedModel([call("refund_order", order_id="A-1", amount=150), "Refunded."])
+    runs = studio_runs(refund_agent(model, []))
+    runs.chat_start(agent_name="support", user_id=ALICE.id, message="refund A-1 $150")
+    approval = pending_approval(runs)
+    with pytest.raises(StudioError, match=message) as refused:
+        runs.decide(approval_id=approval.id, **decision)
+    assert (refused.value.field, refused.value.status) == (field, 400)
+    assert store.get(approval.id).pending
+    runs.decide(approval_id=approval.id, approved=False)

@@ -15,7 +15,15 @@ from anvia import Agent
 from anvia.studio import Studio
 from anvia.studio.server import _banner, _port
 from anvia.testing import ScriptedModel, call
-from tests.studio.conftest import ALICE, TEST_SLICE_SECONDS, finished, pending_approval, refund_agent
+from tests.studio.conftest import (
+    ALICE,
+    TEST_SLICE_SECONDS,
+    finished,
+    pending_approval,
+    previewed_refund_agent,
+    refund_agent,
+    until,
+)
 
 SCRIPT = "<script>window.__xss=1</script>"
 
@@ -226,6 +234,71 @@ def test_bad_requests_name_what_is_wrong(served):
     deep = client.post("/api/chats", b'{"message": ' + b"[" * 5000 + b"]" * 5000 + b"}")
     assert deep == (400, {"error": "Send a JSON object."})
     assert client.post("/api/chats", b"x" * 70_000)[0] == 413
+
+
+def test_respond_and_terminate_through_the_api_with_the_preview_in_the_panel(served):
+    executed = []
+    model = ScriptedModel(
+        [
+            call("refund_order", order_id="A-1", amount=150),
+            "Handled.",
+            [call("refund_order", order_id="A-2", amount=120), call("refund_order", order_id="A-3", amount=130)],
+        ]
+    )
+    studio = served(previewed_refund_agent(model, executed))
+    client = Client(studio)
+    chat = client.post("/api/chats", {"agent": "support", "user_id": 7, "message": "refund A-1 $150"})[1]["chat"]
+    approval = pending_approval(studio.runs)
+    pending = client.get("/api/approvals")[1]["pending"]
+    assert pending[0]["preview"]["warnings"] == ["Only $80.00 is left to refund on A-1."]
+    assert pending[0]["preview"]["facts"][1] == {"name": "left_to_refund", "value": "$80.00"}
+
+    missing = client.post(f"/api/approvals/{approval.id}/decision", {"action": "respond", "reason": "x"})
+    assert missing == (
+        400,
+        {"error": "Write what the model should receive instead of the tool's result.", "field": "response"},
+    )
+    status, panel = client.post(
+        f"/api/approvals/{approval.id}/decision", {"action": "respond", "response": "Refunded by phone (RF-77)."}
+    )
+    assert status == 200
+    assert (panel["recent"][0]["action"], panel["recent"][0]["response"]) == ("respond", "Refunded by phone (RF-77).")
+    assert finished(studio.runs, chat["id"])["runs"][0]["answer"] == "Handled."
+    assert model.requests[1].messages[-1].content == "Refunded by phone (RF-77)."
+
+    client.post(f"/api/chats/{chat['id']}/messages", {"message": "two more"})
+    both = until(studio.runs, lambda: len(studio.runs.store.pending()) == 2 and studio.runs.store.pending(), what="two")
+    status, panel = client.post(f"/api/approvals/{both[1].id}/decision", {"action": "terminate", "reason": "Stop."})
+    assert status == 200
+    assert panel["pending"] == []
+    assert sorted((a["id"], a["status"], a["action"]) for a in panel["recent"][:2]) == [
+        (both[0].id, "cancelled", ""),
+        (both[1].id, "rejected", "terminate"),
+    ]
+    run = finished(studio.runs, chat["id"])["runs"][1]
+    assert (run["status"], run["error"]) == ("stopped", "Stop.")
+    assert executed == []
+
+
+@pytest.mark.parametrize(
+    ("body", "reply"),
+    [
+        ({}, {"error": "Say what to do: action approve, reject, respond or terminate.", "field": "action"}),
+        ({"action": 1}, {"error": "Say the action as text: approve, reject, respond or terminate.", "field": "action"}),
+        (
+            {"action": "maybe"},
+            {"error": "'maybe' is not an action: approve, reject, respond or terminate.", "field": "action"},
+        ),
+        ({"action": "respond", "response": 5}, {"error": "The response must be text.", "field": "response"}),
+        (
+            {"action": "reject", "approved": True},
+            {"error": "approved=True does not go with action 'reject'.", "field": "action"},
+        ),
+    ],
+)
+def test_a_decision_body_that_says_nothing_or_contradicts_itself_names_the_field(served, body, reply):
+    client = Client(served(refund_agent(ScriptedModel(["Hi."]), [])))
+    assert client.post("/api/approvals/1/decision", body) == (400, reply)
 
 
 def test_the_event_stream_names_the_chat_that_changed(served):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -13,6 +14,7 @@ from anvia.studio import (
     ApprovalNotFound,
     ApprovalRequest,
     ApprovalStore,
+    InvalidDecision,
     MemoryStore,
 )
 
@@ -97,3 +99,54 @@ def test_cancel_withdraws_only_a_pending_request_and_unknown_ids_are_not_found()
         store.get(99)
     store.record_outcome(decided.id, {"outcome": "ran"})
     assert store.outcome(decided.id) == {"outcome": "ran"}
+
+
+def test_the_preview_is_kept_and_respond_keeps_the_reviewer_s_words():
+    store = MemoryStore()
+    preview = {
+        "warnings": ["Only $80.00 is left to refund on A-1: $150.00 will fail."],
+        "facts": [{"name": "left_to_refund", "value": "$80.00"}],
+    }
+    record = ask(store, preview=preview)
+    assert store.get(record.id).preview == preview
+
+    decided = store.decide(record.id, action="respond", response="Already refunded by phone (RF-77).")
+    assert (decided.status, decided.action, decided.response) == (
+        "rejected",
+        "respond",
+        "Already refunded by phone (RF-77).",
+    )
+    assert store.get(record.id).preview == preview
+
+
+def test_terminate_cancels_the_runs_other_pending_requests_and_no_others():
+    store = MemoryStore()
+    first, second = ask(store, "call_1"), ask(store, "call_2")
+    other_run = ask(store, "call_1", run_id="run-2")
+
+    stopped = store.decide(second.id, action="terminate", reason="Fraud suspected.")
+    assert (stopped.status, stopped.action, stopped.decision_reason) == ("rejected", "terminate", "Fraud suspected.")
+    cancelled = store.get(first.id)
+    assert (cancelled.status, cancelled.decision_reason) == (
+        "cancelled",
+        f"studio stopped the whole run (approval #{second.id}).",
+    )
+    assert [r.id for r in store.pending()] == [other_run.id]
+
+
+def test_approved_is_short_for_approve_or_reject_and_a_decision_must_say_something():
+    store = MemoryStore()
+    assert store.decide(ask(store, "call_1").id, approved=True).action == "approve"
+    assert store.decide(ask(store, "call_2").id, approved=False).action == "reject"
+    pending = ask(store, "call_3")
+    refusals = [
+        ({}, "action", "Say what to do: approve, reject, respond or terminate."),
+        ({"action": "maybe"}, "action", "'maybe' is not an action: approve, reject, respond or terminate."),
+        ({"action": "reject", "approved": True}, "action", "approved=True does not go with action 'reject'."),
+        ({"action": "respond", "response": "  "}, "response", "Write what the model should receive instead"),
+    ]
+    for decision, field, message in refusals:
+        with pytest.raises(InvalidDecision, match=re.escape(message)) as refused:
+            store.decide(pending.id, **decision)
+        assert (refused.value.field, refused.value.status) == (field, 400)
+    assert store.get(pending.id).pending

@@ -345,7 +345,7 @@
         .map((event) => "#" + event.approval.id);
       note.classList.add("waiting");
       note.textContent =
-        "Waiting for approval " + pending.join(", ") + ": approve or reject it in the Approvals panel.";
+        "Waiting for approval " + pending.join(", ") + ": decide in the Approvals panel.";
     } else {
       note.classList.add("working");
       note.textContent = "Working…";
@@ -368,11 +368,67 @@
     return span;
   }
 
+  // What a decision did, in words: the record's action says more than its status (respond and
+  // terminate are "rejected" calls too).
+  const ACTION_TEXT = {
+    approve: "approved",
+    reject: "rejected",
+    respond: "answered instead of the tool",
+    terminate: "run stopped",
+  };
+
+  // For badges, which must stay short.
+  const ACTION_SHORT = { approve: "approved", reject: "rejected", respond: "responded", terminate: "run stopped" };
+
+  function approvalBadge(approval) {
+    const action = approval.status !== "pending" ? approval.action : "";
+    const className = action === "respond" || action === "terminate" ? "action-" + action : "status-" + approval.status;
+    return el("span", "badge " + className, ACTION_SHORT[action] || approval.status);
+  }
+
   function decisionText(approval) {
     if (!approval) return "";
+    const done = (approval.status !== "pending" && ACTION_TEXT[approval.action]) || approval.status;
+    const edited = approval.action === "approve" && approval.edited_args ? " with edited arguments" : "";
     const who = approval.decided_by ? " by " + approval.decided_by : "";
-    const why = approval.decision_reason ? ": “" + approval.decision_reason + "”" : "";
-    return approval.status + who + why;
+    const said = approval.action === "respond" ? approval.response : approval.decision_reason;
+    const why = said ? ": “" + said + "”" : "";
+    return done + edited + who + why;
+  }
+
+  // A tool's preview: warnings first (what would go wrong), then each fact under its label.
+  function factText(value) {
+    if (value === true) return "yes";
+    if (value === false) return "no";
+    if (value === null || value === undefined) return "—";
+    if (Array.isArray(value) && value.every((item) => typeof item === "string")) return value.join("; ") || "none";
+    return typeof value === "object" ? JSON.stringify(value) : String(value);
+  }
+
+  function factLabel(key) {
+    const words = String(key).replace(/_/g, " ");
+    return words.charAt(0).toUpperCase() + words.slice(1).toLowerCase();
+  }
+
+  // ToolCall.preview()'s shape: {"warnings": [...], "facts": [{"name", "value"}, ...]} in the tool's order.
+  function renderPreview(preview, options) {
+    if (!preview || typeof preview !== "object") return null;
+    const box = el("div", "preview");
+    const raw = preview.warnings;
+    const warnings = Array.isArray(raw) ? raw : raw ? [raw] : [];
+    if (warnings.length) {
+      const list = el("ul", "preview-warnings");
+      list.setAttribute("aria-label", "Warnings");
+      for (const warning of warnings) list.appendChild(el("li", null, String(warning)));
+      box.appendChild(list);
+    }
+    const facts = Array.isArray(preview.facts) ? preview.facts.filter((fact) => fact && typeof fact === "object") : [];
+    if (facts.length && !(options && options.warningsOnly)) {
+      const list = el("dl", "preview-facts");
+      for (const fact of facts) append(list, el("dt", null, factLabel(fact.name)), el("dd", null, factText(fact.value)));
+      box.appendChild(list);
+    }
+    return box.childNodes.length ? box : null;
   }
 
   function renderEvent(event, chat) {
@@ -396,15 +452,28 @@
         if (approval) {
           item.dataset.approvalId = approval.id;
           if (approval.status !== "pending") item.classList.add("settled");
-          item.firstChild.appendChild(el("span", "badge status-" + approval.status, approval.status));
+          item.firstChild.appendChild(approvalBadge(approval));
         }
         item.appendChild(el("p", "reason", data.reason));
+        // While it waits, the timeline repeats the preview's warnings; the card has the whole preview.
+        if (approval && approval.status === "pending") {
+          const warnings = renderPreview(approval.preview, { warningsOnly: true });
+          if (warnings) item.appendChild(warnings);
+        }
         return item;
       }
       case "approval_decided": {
         const approval = event.approval;
-        const ok = data.approved === true;
-        const item = eventItem(ok ? "decided approved" : "decided rejected", ok ? "Approved" : "Not approved");
+        const action = data.action || (data.approved === true ? "approve" : "reject");
+        const kind = { approve: "approved", respond: "responded", terminate: "terminated" }[action] || "rejected";
+        const words = {
+          approve: "Approved",
+          reject: "Not approved",
+          respond: "Answered instead of the tool",
+          terminate: "Run stopped",
+        };
+        const item = eventItem("decided " + kind, words[action] || "Not approved");
+        item.dataset.action = action;
         if (approval) item.firstChild.textContent = "#" + approval.id + " " + decisionText(approval);
         return item;
       }
@@ -416,9 +485,14 @@
           return item;
         }
         const failed = data.outcome === "error" || data.outcome === "invalid";
+        const said = failed
+          ? " failed; the model received:"
+          : data.outcome === "responded"
+            ? " did not run; the model received the reviewer's answer:"
+            : " did not run; the model received:";
         const item = eventItem(
-          failed ? "result failed" : "result skipped",
-          codeTitle("", data.tool_name, failed ? " failed; the model received:" : " did not run; the model received:"),
+          failed ? "result failed" : data.outcome === "responded" ? "result responded" : "result skipped",
+          codeTitle("", data.tool_name, said),
         );
         item.appendChild(el("blockquote", "model-received", data.content || data.message || ""));
         return item;
@@ -444,6 +518,11 @@
       }
       case "suspended":
         return eventItem("note", "Studio stopped while this run waited; its approval request was cancelled.");
+      case "terminated": {
+        const item = eventItem("stopped", "Run stopped by a reviewer: nothing more of it runs");
+        if (data.message) item.appendChild(el("p", "stopped-text", data.message));
+        return item;
+      }
       default:
         return eventItem("note", event.type);
     }
@@ -536,44 +615,63 @@
     }
     card.appendChild(where);
     card.appendChild(el("p", "card-reason", approval.reason));
+    const preview = renderPreview(approval.preview);
+    if (preview) card.appendChild(preview);
     card.appendChild(el("pre", "args", pretty(approval.args)));
     if (approval.reject_message) {
       card.appendChild(el("p", "card-reject-note", "If rejected, the model is told: “" + approval.reject_message + "”"));
     }
 
     const form = el("form", "decide");
-    const fieldId = "reason-" + approval.id;
-    const label = el("label", null, "Reason (optional)");
-    label.htmlFor = fieldId;
-    const reason = el("textarea");
-    reason.id = fieldId;
+    const reason = field(form, "textarea", "reason-" + approval.id, "Reason (optional)");
     reason.rows = 2;
     reason.maxLength = 2000;
     reason.placeholder = "Why? The model hears this if you reject.";
-    const approve = el("button", "approve", "Approve");
-    approve.type = "submit";
-    approve.value = "approve";
-    const reject = el("button", "reject", "Reject");
-    reject.type = "submit";
-    reject.value = "reject";
+    // What "Respond" sends: folded away until wanted (Respond with it empty unfolds it).
+    const answer = el("details", "respond");
+    answer.appendChild(el("summary", null, "Answer instead of the tool"));
+    const response = field(answer, "textarea", "response-" + approval.id, "What the model receives instead of the tool's result");
+    response.rows = 2;
+    response.maxLength = 10000;
+    response.placeholder = "e.g. Already refunded by phone (RF-77).";
+    form.appendChild(answer);
+
+    const stop = button("terminate", "terminate", "Stop the run");
+    const stopNote = el("p", "hint", "Stop the run ends it: nothing more of it runs and its other requests are cancelled.");
+    stopNote.id = "stop-note-" + approval.id;
+    stop.setAttribute("aria-describedby", stopNote.id);
+    const buttons = [
+      button("approve", "approve", "Approve"),
+      button("reject", "reject", "Reject"),
+      button("respond", "respond", "Respond"),
+      stop,
+    ];
+    append(form, append(el("div", "buttons"), buttons[0], buttons[1]), append(el("div", "buttons"), buttons[2], stop), stopNote);
+
     const error = el("p", "form-error");
     error.setAttribute("role", "alert");
-    append(form, label, reason, append(el("div", "buttons"), approve, reject), error);
+    form.appendChild(error);
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
-      const approved = event.submitter ? event.submitter.value === "approve" : true;
-      approve.disabled = reject.disabled = true;
+      const action = event.submitter ? event.submitter.value : "approve";
+      if (action === "respond" && !response.value.trim()) {
+        answer.open = true;
+        error.textContent = "Write what the model should receive instead of the tool's result.";
+        response.focus();
+        return;
+      }
+      for (const each of buttons) each.disabled = true;
       error.textContent = "";
       try {
         const data = await api("/api/approvals/" + approval.id + "/decision", {
-          body: { approved: approved, reason: reason.value },
+          body: { action: action, reason: reason.value, response: action === "respond" ? response.value : "" },
         });
         latest.approvals++;
         renderApprovals(data);
         refreshChat().catch(() => {});
       } catch (failure) {
         error.textContent = failure.message;
-        approve.disabled = reject.disabled = false;
+        for (const each of buttons) each.disabled = false;
         refreshApprovals().catch(() => {});
       }
     });
@@ -581,17 +679,37 @@
     return card;
   }
 
+  function field(parent, tag, id, text) {
+    const label = el("label", null, text);
+    label.htmlFor = id;
+    const input = el(tag);
+    input.id = id;
+    append(parent, label, input);
+    return input;
+  }
+
+  function button(className, value, text) {
+    const node = el("button", className, text);
+    node.type = "submit";
+    node.value = value;
+    return node;
+  }
+
   function recentItem(approval) {
     const item = el("li", "recent-item");
     item.dataset.approvalId = approval.id;
     item.dataset.status = approval.status;
+    if (approval.action) item.dataset.action = approval.action;
     const head = el("div", "card-head");
     append(head, el("span", "card-id", "#" + approval.id), el("code", "card-tool", approval.tool_name));
-    head.appendChild(el("span", "badge status-" + approval.status, approval.status));
+    head.appendChild(approvalBadge(approval));
     item.appendChild(head);
     item.appendChild(el("p", "card-reason", approval.reason));
     const who = (approval.decided_by ? "by " + approval.decided_by : "") + (approval.decided_at ? " at " + clock(approval.decided_at) : "");
     item.appendChild(el("p", "card-meta", who.trim()));
+    if (approval.action === "respond" && approval.response) {
+      item.appendChild(el("p", "card-decision", "The model received: “" + approval.response + "”"));
+    }
     if (approval.decision_reason) item.appendChild(el("p", "card-decision", "“" + approval.decision_reason + "”"));
     return item;
   }

@@ -167,7 +167,10 @@ def timeline_item(event_type: str, data: Any) -> TimelineItem | None:
         if data.get("action") == "respond":
             return TimelineItem("approved", "A staff member answered instead.")
         if data.get("approved"):
-            return TimelineItem("approved", "Approved by a reviewer" + (f". {message}" if message else ""))
+            # The reviewer's note is for the model (it names arguments); the customer reads the answer.
+            return TimelineItem(
+                "approved", "Approved by a reviewer, with a change" if message else "Approved by a reviewer"
+            )
         return TimelineItem("rejected", f"Not approved: {message}" if message else "Not approved.")
     if event_type == "tool_result":
         return _tool_result_item(tool, data)

@@ -9,7 +9,7 @@ from django.conf import settings
 
 from anvia import ModelClient, create_model
 from anvia.core.messages import ModelReply, ModelRequest
-from anvia.core.models import model_session
+from anvia.core.models import TextPieceSink, model_session
 
 
 class SettingsModel:
@@ -31,6 +31,8 @@ class SettingsModel:
             temperature=settings.ANVIA_MODEL_TEMPERATURE,
             seed=settings.ANVIA_MODEL_SEED,
             max_tokens=settings.ANVIA_MODEL_MAX_TOKENS,
+            streaming=settings.ANVIA_MODEL_STREAMING,
+            offline_word_delay=settings.ANVIA_OFFLINE_WORD_DELAY_SECONDS,
         )
 
     @property
@@ -42,3 +44,9 @@ class SettingsModel:
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         return await self.client.complete(request)
+
+    async def stream(self, request: ModelRequest, on_text: TextPieceSink) -> ModelReply:
+        stream = getattr(self.client, "stream", None)
+        if stream is None:
+            return await self.client.complete(request)
+        return await stream(request, on_text)

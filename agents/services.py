@@ -143,6 +143,12 @@ class RunRecorder:
             raise RunStateRefused(f"The database refused to save the run's state: {error}") from error
 
     def event(self, event: Event) -> None:
+        if event.type == "text_delta":
+            # A piece of the answer as it is written: shown live, never saved (the whole answer
+            # is, once). No database fence per piece; a worker that lost the run stays quiet.
+            if not self.lease.lost.is_set():
+                self.publish({"type": "run.event", "run_id": str(self.run.pk), "event": event.type, "data": event.data})
+            return
         status = {
             "approval_requested": AgentRun.Status.WAITING_FOR_APPROVAL,
             "approval_decided": AgentRun.Status.RUNNING,

@@ -162,6 +162,10 @@ ANVIA_MODEL_TOOL_CHOICE = env.str("ANVIA_MODEL_TOOL_CHOICE", default="auto")
 ANVIA_MODEL_TEMPERATURE = env.float("ANVIA_MODEL_TEMPERATURE", default=None)
 ANVIA_MODEL_SEED = env.int("ANVIA_MODEL_SEED", default=None)
 ANVIA_MODEL_MAX_TOKENS = env.int("ANVIA_MODEL_MAX_TOKENS", default=None)
+# The answer appears in the chat as the model writes it; false: one plain request per model call.
+ANVIA_MODEL_STREAMING = env.bool("ANVIA_MODEL_STREAMING", default=True)
+# The offline demo model streams word by word, this many seconds apart (0: all at once).
+ANVIA_OFFLINE_WORD_DELAY_SECONDS = env.float("ANVIA_OFFLINE_WORD_DELAY_SECONDS", default=0.04)
 # The agents the app can run, as dotted paths to `anvia.Agent` objects.
 ANVIA_AGENTS = env.list("ANVIA_AGENTS", default=["agents.support.support_agent"])
 # "redis" in production; "memory" for a single process (Studio, some tests).

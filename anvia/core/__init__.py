@@ -18,7 +18,13 @@ from anvia.core.errors import (
 from anvia.core.events import Event
 from anvia.core.hooks import Hook, create_hook
 from anvia.core.messages import Message, ModelReply, ModelRequest, ToolCallRequest, Usage
-from anvia.core.models import ModelClient, OfflineModel, OpenAICompatibleModel, create_model
+from anvia.core.models import (
+    ModelClient,
+    OfflineModel,
+    OpenAICompatibleModel,
+    StreamingModelClient,
+    create_model,
+)
 from anvia.core.state import RunState, ToolCallRecord
 from anvia.core.tools import Approval, RunTool, SkipTool, SuspendRun, Tool, ToolCall, ToolContext, create_tool, tool
 
@@ -45,6 +51,7 @@ __all__ = [
     "RunState",
     "RunTool",
     "SkipTool",
+    "StreamingModelClient",
     "SuspendRun",
     "Tool",
     "ToolArgumentsError",

@@ -251,14 +251,23 @@ class PromptRequest:
         return str(getattr(self.agent.model, "name", "") or type(self.agent.model).__name__)
 
     async def _complete(self, request: ModelRequest) -> ModelReply:
+        # Stream only when someone listens: the pieces are for showing the answer as it is written.
+        stream = getattr(self.agent.model, "stream", None) if self._sinks else None
         try:
-            reply = await self.agent.model.complete(request)
+            if stream is not None:
+                reply = await stream(request, self._emit_text_piece)
+            else:
+                reply = await self.agent.model.complete(request)
         except ModelError:
             raise
         except Exception as error:
             raise ModelError(f"The model failed: {error}") from error
         self.state.usage.add(reply.usage)
         return reply
+
+    async def _emit_text_piece(self, piece: str) -> None:
+        if piece:
+            await self._emit("text_delta", {"text": piece})
 
     def _unique_call_ids(self, calls: list[ToolCallRequest]) -> list[ToolCallRequest]:
         # Some servers number calls per reply ("call_0" every step); the id must be unique in the

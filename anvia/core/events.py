@@ -14,6 +14,10 @@ EventType = Literal[
     "approval_requested",
     "approval_decided",
     "tool_result",
+    # A piece of the model's text as it is written ({"text": piece}), sent only while someone
+    # listens (the run has an event sink) and the model client can stream. Live display only:
+    # the whole text follows in a "text" event and in the run's messages, so keep no piece.
+    "text_delta",
     "text",
     "done",
     "error",

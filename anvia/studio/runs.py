@@ -399,6 +399,8 @@ class StudioRuns:
 
     def _recorder(self, chat: Chat, run: Run):
         def record(event: Event) -> None:
+            if event.type == "text_delta":
+                return  # Studio shows the whole answer when it is done; pieces would only churn the page
             with self._lock:
                 run.events.append(_event_item(event.type, event.data, event.at))
                 run.status = STATUS_AFTER_EVENT.get(event.type, run.status)

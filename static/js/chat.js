@@ -110,6 +110,27 @@
     turn.querySelector(".timeline").append(element("li", item.text, "step " + kind));
   }
 
+  // The answer as the model writes it: pieces (text_delta events, never saved) grow a draft
+  // bubble, which the final answer replaces on run.finished. Text the model wrote beside tool
+  // calls becomes a timeline note (its "text" event), so its draft goes.
+  function grow(turn, data) {
+    const piece = data && typeof data.text === "string" ? data.text : "";
+    if (!piece) return;
+    let draft = turn.querySelector(".bubble.agent.draft");
+    if (!draft) {
+      draft = bubble("agent draft", "Agent", "");
+      draft.setAttribute("aria-busy", "true");
+      turn.append(draft);
+      if (turn.dataset.status === "queued") setRunStatus(turn, "running");
+    }
+    draft.querySelector(".text").textContent += piece;
+  }
+
+  function dropDraft(turn) {
+    const draft = turn.querySelector(".bubble.agent.draft");
+    if (draft) draft.remove();
+  }
+
   function finish(turn, status, text) {
     const finalStatus = FINISHED.has(status) ? status : "succeeded";
     setRunStatus(turn, finalStatus);
@@ -144,7 +165,10 @@
       finish(turn, message.status, message.text);
     } else if (isFinished(turn)) {
       return; // a late event of a run whose answer is already shown
+    } else if (message.type === "run.event" && message.event === "text_delta") {
+      grow(turn, message.data);
     } else if (message.type === "run.event") {
+      if (message.event === "text" && !(message.data && message.data.final)) dropDraft(turn);
       addStep(turn, message.item);
       if (message.event === "approval_requested") setRunStatus(turn, "waiting_for_approval");
       else if (message.event === "approval_decided") setRunStatus(turn, "running");
@@ -216,6 +240,8 @@
     else setRunStatus(turn, String(run.status));
     // Whatever the socket said after the server read the run still counts.
     for (const message of heard) {
+      // Pieces of the answer were shown when they arrived (and are never recorded): once is enough.
+      if (message.type === "run.event" && message.event === "text_delta") continue;
       if (message.type === "run.event" && recorded.has(signature(message.event, message.data))) continue;
       apply(turn, message);
     }

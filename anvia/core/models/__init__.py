@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from anvia.core.models.base import ModelClient, model_session
+from anvia.core.models.base import ModelClient, StreamingModelClient, TextPieceSink, model_session
 from anvia.core.models.offline import OfflineModel
 from anvia.core.models.openai_compatible import OpenAICompatibleModel
 
@@ -20,11 +20,14 @@ def create_model(
     temperature: float | None = None,
     seed: int | None = None,
     max_tokens: int | None = None,
+    streaming: bool = True,
+    offline_word_delay: float = 0.0,
 ) -> ModelClient:
-    """The model a setting names: ``offline`` (or nothing) for the offline demo model, else the
-    model name on an OpenAI-compatible server at ``base_url``, with these request options."""
+    """The model a setting names: ``offline`` (or nothing) for the offline demo model (streaming
+    ``offline_word_delay`` seconds a word), else the model name on an OpenAI-compatible server at
+    ``base_url``, with these request options (``streaming=False``: never ask it to stream)."""
     if (name or "").strip().lower() in OFFLINE_MODEL_NAMES:
-        return OfflineModel()
+        return OfflineModel(word_delay=offline_word_delay)
     return OpenAICompatibleModel(
         model=name,
         base_url=base_url or None,
@@ -35,7 +38,16 @@ def create_model(
         temperature=temperature,
         seed=seed,
         max_tokens=max_tokens,
+        streaming=streaming,
     )
 
 
-__all__ = ["ModelClient", "OfflineModel", "OpenAICompatibleModel", "create_model", "model_session"]
+__all__ = [
+    "ModelClient",
+    "OfflineModel",
+    "OpenAICompatibleModel",
+    "StreamingModelClient",
+    "TextPieceSink",
+    "create_model",
+    "model_session",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Protocol, runtime_checkable
 
@@ -16,6 +17,24 @@ class ModelClient(Protocol):
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         """Answer one request; raise ``anvia.ModelError`` subclasses on failure."""
+        ...
+
+
+TextPieceSink = Callable[[str], Awaitable[None]]
+"""Receives each piece of a reply's text as the model writes it."""
+
+
+@runtime_checkable
+class StreamingModelClient(ModelClient, Protocol):
+    """A model client that can also hand over its answer's text piece by piece as it is written.
+
+    The agent uses ``stream()`` instead of ``complete()`` when its run has an event sink (someone
+    to show the pieces to), and emits a ``text_delta`` event per piece.
+    """
+
+    async def stream(self, request: ModelRequest, on_text: TextPieceSink) -> ModelReply:
+        """Answer like ``complete()``, awaiting ``on_text(piece)`` for each piece of the text as it
+        arrives; the reply's ``text`` is the pieces joined. Tool calls come whole in the reply."""
         ...
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
 from typing import Any
 
 from anvia.core.messages import Message, ModelReply, ModelRequest, ToolCallRequest, Usage
+from anvia.core.models.base import TextPieceSink
 
 ORDER_ID = re.compile(r"\b([A-Za-z]{1,3}-\d{2,})\b")
 AMOUNT = re.compile(r"(?:\$\s*(\d+(?:[.,]\d{1,2})?))|(?:(\d+(?:[.,]\d{1,2})?)\s*(?:dollars|usd|\$))", re.IGNORECASE)
+WORD_PIECE = re.compile(r"\s*\S+\s*")
 GREETING = re.compile(r"^\s*(hi|hello|hey|good (morning|afternoon|evening))\b", re.IGNORECASE)
 
 OFFLINE_NOTICE = "I'm the offline demo model (no real language model is configured)"
@@ -23,9 +26,26 @@ class OfflineModel:
     one step), "cancel order A-1003" and "where is my order A-1002", calls the matching tool when
     the agent has it, and otherwise says what it is. It tells when a refund ran with another
     amount than it asked for (a reviewer changed it).
+
+    ``stream()`` hands its text over word by word, ``word_delay`` seconds apart (0: at once), so a
+    page shows the answer being written as it would with a real model.
     """
 
     name = "offline demo model"
+
+    def __init__(self, *, word_delay: float = 0.0):
+        if word_delay < 0:
+            raise ValueError("word_delay cannot be negative.")
+        self.word_delay = word_delay
+
+    async def stream(self, request: ModelRequest, on_text: TextPieceSink) -> ModelReply:
+        """``complete()``, with the text handed to ``on_text`` one word (and its spaces) at a time."""
+        reply = await self.complete(request)
+        for number, piece in enumerate(WORD_PIECE.findall(reply.text or "")):
+            if number and self.word_delay:
+                await asyncio.sleep(self.word_delay)
+            await on_text(piece)
+        return reply
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         messages = request.messages

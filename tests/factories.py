@@ -1,16 +1,20 @@
-"""factory_boy factories shared by the suite."""
+"""factory_boy factories, one per model: users and reviewers, the shop's orders and refunds, the
+agents' conversations, messages, runs and run events, and approvals with their events."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
-from approvals.models import Approval
+from agents.models import AgentRun, Conversation, Message, RunEvent
+from approvals.models import Approval, ApprovalEvent
 from approvals.services import args_hash
+from shop.models import Order, Refund
 
 PASSWORD = "a-long-test-password"
 
@@ -37,6 +41,66 @@ class ReviewerFactory(UserFactory):
             self.user_permissions.add(Permission.objects.get(codename="decide_approval"))
 
 
+class AdminFactory(UserFactory):
+    username = factory.Sequence(lambda n: f"admin{n}")
+    is_staff = True
+    is_superuser = True
+
+
+class OrderFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Order
+
+    number = factory.Sequence(lambda n: f"T-{n:04d}")
+    customer = factory.SubFactory(UserFactory)
+    description = "Espresso machine"
+    total = Decimal("249.00")
+
+
+class RefundFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Refund
+
+    order = factory.SubFactory(OrderFactory)
+    amount = Decimal("40.00")
+    idempotency_key = factory.Sequence(lambda n: f"run{n}:call_{n}")
+
+
+class ConversationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Conversation
+
+    user = factory.SubFactory(UserFactory)
+
+
+class AgentRunFactory(factory.django.DjangoModelFactory):
+    """A run of the support agent in a conversation of its customer's."""
+
+    class Meta:
+        model = AgentRun
+
+    user = factory.SubFactory(UserFactory)
+    conversation = factory.SubFactory(ConversationFactory, user=factory.SelfAttribute("..user"))
+    agent_name = "support"
+
+
+class MessageFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Message
+
+    conversation = factory.SubFactory(ConversationFactory)
+    role = Message.Role.USER
+    content = "where is my order A-1001?"
+
+
+class RunEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = RunEvent
+
+    run = factory.SubFactory(AgentRunFactory)
+    type = "step"
+
+
 class ApprovalFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Approval
@@ -61,3 +125,11 @@ class ApprovalFactory(factory.django.DjangoModelFactory):
     reason = factory.LazyAttribute(lambda o: f"Review refund of ${o.args.get('amount')} for {o.args.get('order_id')}.")
     reject_message = "Refund was not approved."
     expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(hours=24))
+
+
+class ApprovalEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ApprovalEvent
+
+    approval = factory.SubFactory(ApprovalFactory)
+    kind = ApprovalEvent.Kind.REQUESTED

@@ -11,8 +11,8 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from agents.management.commands.approvals_status import duration
-from agents.models import AgentRun, Conversation
-from tests.factories import ApprovalFactory, ReviewerFactory, UserFactory
+from agents.models import AgentRun
+from tests.factories import AgentRunFactory, ApprovalFactory, ReviewerFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -24,17 +24,15 @@ def status(*args: str) -> str:
 
 
 def make_run(user, status: str, *, age: timedelta, **fields) -> AgentRun:
-    conversation = Conversation.objects.create(user=user)
-    run = AgentRun.objects.create(conversation=conversation, user=user, agent_name="support", status=status, **fields)
+    run = AgentRunFactory(user=user, status=status, **fields)
     AgentRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - age)
     return run
 
 
 @pytest.fixture
-def stuck():
+def stuck(alice):
     """One run of each kind, with the approvals they wait on, and some that must not be listed."""
     now = timezone.now()
-    alice = UserFactory(username="alice")
     blocked = make_run(
         alice,
         "waiting_for_approval",

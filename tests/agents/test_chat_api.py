@@ -12,42 +12,17 @@ from rest_framework.test import APIClient
 
 from agents.models import AgentRun, Conversation, Message
 from agents.services import conversation_create, conversation_post_message, run_execute
-from shop.models import Order
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def queued(monkeypatch):
-    """Runs that would go to Celery, recorded instead of sent."""
-    runs: list[str] = []
-    monkeypatch.setattr("agents.services.run_enqueue", lambda *, run_id: runs.append(str(run_id)))
-    return runs
-
-
-@pytest.fixture
-def alice():
-    customer = UserFactory(username="alice")
-    Order.objects.create(
-        number="A-1001", customer=customer, description="Espresso machine", total="249.00", status="delivered"
-    )
-    return customer
-
-
-@pytest.fixture
-def api(alice) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(alice)
-    return client
 
 
 def messages_url(conversation_id: int) -> str:
     return f"/api/conversations/{conversation_id}/messages/"
 
 
-def test_creating_a_conversation_answers_201_with_its_id(api, alice):
-    response = api.post("/api/conversations/", {"title": "My espresso machine"}, format="json")
+def test_creating_a_conversation_answers_201_with_its_id(alice_api, alice):
+    response = alice_api.post("/api/conversations/", {"title": "My espresso machine"}, format="json")
 
     assert response.status_code == 201
     conversation = Conversation.objects.get()
@@ -56,33 +31,33 @@ def test_creating_a_conversation_answers_201_with_its_id(api, alice):
     assert response.json()["title"] == "My espresso machine"
     assert response.json()["agent_name"] == "support"
 
-    untitled = api.post("/api/conversations/", {}, format="json")
+    untitled = alice_api.post("/api/conversations/", {}, format="json")
     assert untitled.status_code == 201
     assert untitled.json()["title"] == ""
 
 
-def test_a_title_too_long_is_named(api):
-    response = api.post("/api/conversations/", {"title": "x" * 201}, format="json")
+def test_a_title_too_long_is_named(alice_api):
+    response = alice_api.post("/api/conversations/", {"title": "x" * 201}, format="json")
     assert response.status_code == 400
     assert set(response.json()) == {"title"}
 
 
-def test_the_list_holds_only_my_conversations(api, alice):
+def test_the_list_holds_only_my_conversations(alice_api, alice):
     mine = conversation_create(user=alice, title="Mine")
     conversation_create(user=UserFactory(), title="Bob's")
 
-    response = api.get("/api/conversations/")
+    response = alice_api.get("/api/conversations/")
 
     assert response.status_code == 200
     assert response.json()["count"] == 1
     assert [c["id"] for c in response.json()["results"]] == [mine.pk]
 
 
-def test_a_conversation_comes_with_its_messages(api, alice, queued):
+def test_a_conversation_comes_with_its_messages(alice_api, alice, queued):
     conversation = conversation_create(user=alice)
     run = conversation_post_message(conversation=conversation, content="where is my order A-1001?")
 
-    response = api.get(f"/api/conversations/{conversation.pk}/")
+    response = alice_api.get(f"/api/conversations/{conversation.pk}/")
 
     assert response.status_code == 200
     body = response.json()
@@ -94,12 +69,14 @@ def test_a_conversation_comes_with_its_messages(api, alice, queued):
 
 
 def test_posting_a_message_answers_202_and_queues_the_run_after_commit(
-    api, alice, queued, django_capture_on_commit_callbacks
+    alice_api, alice, queued, django_capture_on_commit_callbacks
 ):
     conversation = conversation_create(user=alice)
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = api.post(messages_url(conversation.pk), {"content": "refund order A-1001, $150"}, format="json")
+        response = alice_api.post(
+            messages_url(conversation.pk), {"content": "refund order A-1001, $150"}, format="json"
+        )
 
     assert response.status_code == 202
     run = AgentRun.objects.get()
@@ -119,10 +96,10 @@ def test_posting_a_message_answers_202_and_queues_the_run_after_commit(
         pytest.param({"content": {"text": "hi"}}, "Not a valid string.", id="not-a-string"),
     ],
 )
-def test_a_bad_message_is_a_400_naming_content(api, alice, queued, body, message):
+def test_a_bad_message_is_a_400_naming_content(alice_api, alice, queued, body, message):
     conversation = conversation_create(user=alice)
 
-    response = api.post(messages_url(conversation.pk), body, format="json")
+    response = alice_api.post(messages_url(conversation.pk), body, format="json")
 
     assert response.status_code == 400
     assert response.json() == {"content": [message]}
@@ -130,32 +107,32 @@ def test_a_bad_message_is_a_400_naming_content(api, alice, queued, body, message
     assert queued == []
 
 
-def test_a_message_that_is_not_json_is_refused(api, alice):
+def test_a_message_that_is_not_json_is_refused(alice_api, alice):
     conversation = conversation_create(user=alice)
-    response = api.post(messages_url(conversation.pk), {"content": "hi"})  # multipart
+    response = alice_api.post(messages_url(conversation.pk), {"content": "hi"})  # multipart
     assert response.status_code == 415
     assert "detail" in response.json()
 
 
-def test_another_customers_conversation_is_a_404_for_every_verb(api, queued):
-    theirs = conversation_create(user=UserFactory(username="bob"))
+def test_another_customers_conversation_is_a_404_for_every_verb(alice_api, bob, queued):
+    theirs = conversation_create(user=bob)
 
-    assert api.get(f"/api/conversations/{theirs.pk}/").status_code == 404
-    response = api.post(messages_url(theirs.pk), {"content": "refund order B-2001, $500"}, format="json")
+    assert alice_api.get(f"/api/conversations/{theirs.pk}/").status_code == 404
+    response = alice_api.post(messages_url(theirs.pk), {"content": "refund order B-2001, $500"}, format="json")
     assert response.status_code == 404
     assert response.json() == {"detail": f"Conversation #{theirs.pk} does not exist."}
-    assert api.get("/api/conversations/999999/").status_code == 404
+    assert alice_api.get("/api/conversations/999999/").status_code == 404
     assert not Message.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_run_reads_with_its_status_answer_and_events(api, alice, queued):
+def test_a_run_reads_with_its_status_answer_and_events(alice_api, alice, queued):
     conversation = conversation_create(user=alice)
     run = conversation_post_message(conversation=conversation, content="where is my order A-1001?")
-    assert api.get(f"/api/runs/{run.pk}/").json()["status"] == "queued"
+    assert alice_api.get(f"/api/runs/{run.pk}/").json()["status"] == "queued"
     run_execute(run_id=run.pk)
 
-    response = api.get(f"/api/runs/{run.pk}/")
+    response = alice_api.get(f"/api/runs/{run.pk}/")
 
     assert response.status_code == 200
     body = response.json()
@@ -180,14 +157,12 @@ def test_a_run_reads_with_its_status_answer_and_events(api, alice, queued):
     assert call["data"]["args"] == {"order_id": "A-1001"}
 
 
-def test_another_customers_run_is_a_404(api, queued):
-    theirs = conversation_post_message(
-        conversation=conversation_create(user=UserFactory(username="bob")), content="hello"
-    )
-    response = api.get(f"/api/runs/{theirs.pk}/")
+def test_another_customers_run_is_a_404(alice_api, bob, queued):
+    theirs = conversation_post_message(conversation=conversation_create(user=bob), content="hello")
+    response = alice_api.get(f"/api/runs/{theirs.pk}/")
     assert response.status_code == 404
     assert response.json() == {"detail": f"Run {theirs.pk} does not exist."}
-    assert api.get(f"/api/runs/{uuid.uuid4()}/").status_code == 404
+    assert alice_api.get(f"/api/runs/{uuid.uuid4()}/").status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -249,7 +224,9 @@ def test_the_schema_documents_the_chat_endpoints(client):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_failed_run_tells_the_customer_in_plain_words_and_hides_the_technical_detail(api, alice, queued, settings):
+def test_a_failed_run_tells_the_customer_in_plain_words_and_hides_the_technical_detail(
+    alice_api, alice, queued, settings
+):
     from agents.support import support_agent
 
     settings.ANVIA_MODEL = "llama3.2"
@@ -261,7 +238,7 @@ def test_a_failed_run_tells_the_customer_in_plain_words_and_hides_the_technical_
     finally:
         support_agent.model.__dict__.pop("client", None)
 
-    body = api.get(f"/api/runs/{run.pk}/").json()
+    body = alice_api.get(f"/api/runs/{run.pk}/").json()
     assert body["status"] == "failed"
     assert body["answer"].startswith("Sorry, the assistant is unavailable")
     assert "127.0.0.1:9" not in json.dumps(body)

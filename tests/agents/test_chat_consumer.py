@@ -1,63 +1,42 @@
-"""The chat websocket through the real ASGI stack: origin check, session auth, owner only, live runs."""
+"""The chat websocket through the real ASGI stack: origin check, session auth, owner only, live runs.
+
+On the in-memory channel layer, except a real run followed through the Redis layer."""
 
 from __future__ import annotations
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from channels.testing import WebsocketCommunicator
-from django.conf import settings
-from django.test import Client
 
 from agents.services import conversation_create, conversation_group, conversation_post_message, run_execute
-from anvia_project.asgi import application
-from shop.models import Order
-from tests.factories import UserFactory
+from tests.support.sockets import CONNECT_TIMEOUT, RECEIVE_TIMEOUT, session_cookie_for, socket
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
-
-RECEIVE_TIMEOUT = 5
-# The default 1 s is too tight for the consumer's auth and group_add on a loaded 2-core machine.
-CONNECT_TIMEOUT = 10
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.redis,
+    pytest.mark.usefixtures("in_memory_channel_layer"),
+]
 
 
-@database_sync_to_async
-def session_cookie_for(user) -> str:
-    client = Client()
-    client.force_login(user)
-    return client.cookies[settings.SESSION_COOKIE_NAME].value
+@pytest.fixture
+def conversation(alice):
+    """Alice's conversation."""
+    return conversation_create(user=alice)
 
 
-def socket(
-    conversation_id: int, *, session: str | None = None, origin: bytes | None = b"http://testserver"
-) -> WebsocketCommunicator:
-    headers = [(b"host", b"testserver")]
-    if origin is not None:
-        headers.append((b"origin", origin))
-    if session is not None:
-        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={session}".encode()))
-    return WebsocketCommunicator(application, f"/ws/conversations/{conversation_id}/", headers=headers)
+def conversation_socket(conversation_id: int, **options):
+    return socket(f"/ws/conversations/{conversation_id}/", **options)
 
 
-@database_sync_to_async
-def customer_with_conversation(username: str = "alice", order_number: str = "A-1001"):
-    customer = UserFactory(username=username)
-    Order.objects.create(
-        number=order_number, customer=customer, description="Espresso machine", total="249.00", status="delivered"
-    )
-    return customer, conversation_create(user=customer)
-
-
-async def owner_socket():
-    customer, conversation = await customer_with_conversation()
-    communicator = socket(conversation.pk, session=await session_cookie_for(customer))
+async def owner_socket(alice, conversation):
+    communicator = conversation_socket(conversation.pk, session=await session_cookie_for(alice))
     connected, _ = await communicator.connect(timeout=CONNECT_TIMEOUT)
     assert connected
-    return communicator, conversation
+    return communicator
 
 
-async def test_the_owner_hears_run_events_with_their_plain_words():
-    communicator, conversation = await owner_socket()
+async def test_the_owner_hears_run_events_with_their_plain_words(alice, conversation):
+    communicator = await owner_socket(alice, conversation)
     # The socket is one-way; whatever a client sends is ignored and the socket stays up.
     await communicator.send_to(text_data="{not json")
 
@@ -97,17 +76,17 @@ async def test_the_owner_hears_run_events_with_their_plain_words():
     await communicator.disconnect()
 
 
-async def test_the_owner_follows_a_real_run_to_its_answer(monkeypatch):
-    monkeypatch.setattr("agents.services.run_enqueue", lambda *, run_id: None)
-    communicator, conversation = await owner_socket()
+async def test_the_owner_follows_a_real_run_to_its_answer(alice, conversation, queued, redis_channel_layer):
+    communicator = await owner_socket(alice, conversation)
 
     run = await database_sync_to_async(conversation_post_message)(
         conversation=conversation, content="where is my order A-1001?"
     )
     await database_sync_to_async(run_execute)(run_id=run.pk)
 
-    heard = []
-    while not heard or heard[-1]["type"] != "run.finished":
+    heard = [await communicator.receive_json_from(timeout=RECEIVE_TIMEOUT)]
+    while heard[-1]["type"] != "run.finished":
+        assert len(heard) < 20, f"no run.finished in {heard}"
         heard.append(await communicator.receive_json_from(timeout=RECEIVE_TIMEOUT))
     assert {message["run_id"] for message in heard} == {str(run.pk)}
     assert [m["item"]["text"] for m in heard if m.get("item")] == [
@@ -124,10 +103,8 @@ async def test_the_owner_follows_a_real_run_to_its_answer(monkeypatch):
     await communicator.disconnect()
 
 
-async def test_another_customer_is_refused_and_hears_nothing():
-    _, conversation = await customer_with_conversation("alice")
-    bob, _ = await customer_with_conversation("bob", "B-2001")
-    refused = socket(conversation.pk, session=await session_cookie_for(bob))
+async def test_another_customer_is_refused_and_hears_nothing(conversation, bob):
+    refused = conversation_socket(conversation.pk, session=await session_cookie_for(bob))
     assert await refused.connect(timeout=CONNECT_TIMEOUT) == (False, 4403)
 
     await get_channel_layer().group_send(
@@ -137,17 +114,15 @@ async def test_another_customer_is_refused_and_hears_nothing():
     await refused.disconnect()
 
 
-async def test_anonymous_visitors_are_refused_even_for_a_missing_conversation():
-    _, conversation = await customer_with_conversation()
+async def test_anonymous_visitors_are_refused_even_for_a_missing_conversation(conversation):
     for conversation_id in (conversation.pk, 999999):
-        communicator = socket(conversation_id)
+        communicator = conversation_socket(conversation_id)
         assert await communicator.connect(timeout=CONNECT_TIMEOUT) == (False, 4403)
         await communicator.disconnect()
 
 
-async def test_a_missing_conversation_is_4404():
-    customer, _ = await customer_with_conversation()
-    communicator = socket(999999, session=await session_cookie_for(customer))
+async def test_a_missing_conversation_is_4404(alice):
+    communicator = conversation_socket(999999, session=await session_cookie_for(alice))
     assert await communicator.connect(timeout=CONNECT_TIMEOUT) == (False, 4404)
     await communicator.disconnect()
 
@@ -160,9 +135,8 @@ async def test_a_missing_conversation_is_4404():
         pytest.param(None, id="no-origin"),
     ],
 )
-async def test_a_socket_from_another_origin_is_refused_even_for_the_owner(origin):
-    customer, conversation = await customer_with_conversation()
-    communicator = socket(conversation.pk, session=await session_cookie_for(customer), origin=origin)
+async def test_a_socket_from_another_origin_is_refused_even_for_the_owner(alice, conversation, origin):
+    communicator = conversation_socket(conversation.pk, session=await session_cookie_for(alice), origin=origin)
     connected, _ = await communicator.connect(timeout=CONNECT_TIMEOUT)
     assert not connected
     await communicator.disconnect()

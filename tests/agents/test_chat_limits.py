@@ -11,30 +11,10 @@ from rest_framework.test import APIClient
 
 from agents.models import AgentRun
 from agents.services import ConversationBusy, conversation_create, conversation_post_message
-from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
 BUSY = "The agent is still answering your last message."
-
-
-@pytest.fixture
-def queued(monkeypatch):
-    runs: list[str] = []
-    monkeypatch.setattr("agents.services.run_enqueue", lambda *, run_id: runs.append(str(run_id)))
-    return runs
-
-
-@pytest.fixture
-def alice():
-    return UserFactory(username="alice")
-
-
-@pytest.fixture
-def api(alice) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(alice)
-    return client
 
 
 def post_message(api: APIClient, conversation_id: int, content: str = "where is my order A-1001?"):
@@ -44,11 +24,11 @@ def post_message(api: APIClient, conversation_id: int, content: str = "where is 
 # ---- messages per minute -------------------------------------------------------------------
 
 
-def test_the_default_limit_answers_429_with_retry_after_past_10_messages_a_minute(api, alice, queued, settings):
+def test_the_default_limit_answers_429_with_retry_after_past_10_messages_a_minute(alice_api, alice, queued, settings):
     assert settings.ANVIA_CHAT_MESSAGES_PER_MINUTE == 10  # the real default, not a test override
     conversations = [conversation_create(user=alice) for _ in range(11)]
 
-    answers = [post_message(api, conversation.pk) for conversation in conversations]
+    answers = [post_message(alice_api, conversation.pk) for conversation in conversations]
 
     assert [answer.status_code for answer in answers] == [202] * 10 + [429]
     refused = answers[-1]
@@ -58,21 +38,19 @@ def test_the_default_limit_answers_429_with_retry_after_past_10_messages_a_minut
     assert AgentRun.objects.count() == 10
 
 
-def test_the_limit_is_per_customer(api, alice, queued, settings):
+def test_the_limit_is_per_customer(alice_api, alice, bob, api_for, queued, settings):
     settings.ANVIA_CHAT_MESSAGES_PER_MINUTE = 1
-    bob = UserFactory(username="bob")
-    bobs_api = APIClient()
-    bobs_api.force_authenticate(bob)
+    bobs_api = api_for(bob)
 
-    assert post_message(api, conversation_create(user=alice).pk).status_code == 202
-    assert post_message(api, conversation_create(user=alice).pk).status_code == 429
+    assert post_message(alice_api, conversation_create(user=alice).pk).status_code == 202
+    assert post_message(alice_api, conversation_create(user=alice).pk).status_code == 429
     assert post_message(bobs_api, conversation_create(user=bob).pk).status_code == 202
 
 
-def test_the_chat_page_shares_the_count_and_explains_the_wait(api, client, alice, queued, settings):
+def test_the_chat_page_shares_the_count_and_explains_the_wait(alice_api, client, alice, queued, settings):
     settings.ANVIA_CHAT_MESSAGES_PER_MINUTE = 2
     client.force_login(alice)
-    assert post_message(api, conversation_create(user=alice).pk).status_code == 202
+    assert post_message(alice_api, conversation_create(user=alice).pk).status_code == 202
     first = conversation_create(user=alice)
     assert client.post(f"/chat/{first.pk}/", {"content": "hello"}).status_code == 302
     second = conversation_create(user=alice)
@@ -91,13 +69,13 @@ def test_the_chat_page_shares_the_count_and_explains_the_wait(api, client, alice
 
 
 @pytest.mark.parametrize("status", ["queued", "running", "waiting_for_approval", "suspended"])
-def test_a_second_message_while_the_run_is_open_is_a_409(api, alice, queued, status):
+def test_a_second_message_while_the_run_is_open_is_a_409(alice_api, alice, queued, status):
     conversation = conversation_create(user=alice)
-    first = post_message(api, conversation.pk)
+    first = post_message(alice_api, conversation.pk)
     assert first.status_code == 202
     AgentRun.objects.filter(pk=first.json()["run_id"]).update(status=status)
 
-    second = post_message(api, conversation.pk, "and cancel order A-1003")
+    second = post_message(alice_api, conversation.pk, "and cancel order A-1003")
 
     assert second.status_code == 409
     assert second.json() == {
@@ -113,12 +91,12 @@ def test_a_second_message_while_the_run_is_open_is_a_409(api, alice, queued, sta
 
 
 @pytest.mark.parametrize("status", ["succeeded", "failed"])
-def test_once_the_run_has_finished_the_next_message_is_accepted(api, alice, queued, status):
+def test_once_the_run_has_finished_the_next_message_is_accepted(alice_api, alice, queued, status):
     conversation = conversation_create(user=alice)
-    first = post_message(api, conversation.pk)
+    first = post_message(alice_api, conversation.pk)
     AgentRun.objects.filter(pk=first.json()["run_id"]).update(status=status)
 
-    assert post_message(api, conversation.pk, "thanks").status_code == 202
+    assert post_message(alice_api, conversation.pk, "thanks").status_code == 202
     assert conversation.runs.count() == 2
 
 

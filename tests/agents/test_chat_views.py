@@ -7,31 +7,13 @@ import re
 import pytest
 from django.urls import reverse
 
-from agents.models import AgentRun, Conversation, Message, RunEvent
+from agents.models import AgentRun, Conversation, Message
 from agents.services import conversation_create, conversation_post_message, run_execute
 from approvals.models import Approval
 from approvals.services import approval_decide
-from shop.models import Order
-from tests.factories import ReviewerFactory, UserFactory
+from tests.factories import MessageFactory, ReviewerFactory, RunEventFactory, UserFactory
 
 SCRIPT = "<script>window.__xss=1</script>"
-
-
-@pytest.fixture
-def queued(monkeypatch):
-    """Runs that would go to Celery, recorded instead of sent."""
-    runs: list[str] = []
-    monkeypatch.setattr("agents.services.run_enqueue", lambda *, run_id: runs.append(str(run_id)))
-    return runs
-
-
-@pytest.fixture
-def alice(db):
-    customer = UserFactory(username="alice")
-    Order.objects.create(
-        number="A-1001", customer=customer, description="Espresso machine", total="249.00", status="delivered"
-    )
-    return customer
 
 
 def detail_url(conversation: Conversation) -> str:
@@ -90,8 +72,8 @@ def test_new_conversation_is_a_post_that_opens_it(client, alice):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("method", ["get", "post"])
-def test_another_customers_conversation_is_not_found(client, alice, queued, method):
-    theirs = conversation_create(user=UserFactory(username="bob"))
+def test_another_customers_conversation_is_not_found(client, alice, bob, queued, method):
+    theirs = conversation_create(user=bob)
     client.force_login(alice)
 
     response = getattr(client, method)(detail_url(theirs), {"content": "refund order B-2001, $500"})
@@ -186,8 +168,8 @@ def test_a_failed_run_says_so_in_plain_words(client, alice, queued):
     conversation = conversation_create(user=alice)
     run = conversation_post_message(conversation=conversation, content="hello")
     AgentRun.objects.filter(pk=run.pk).update(status="failed", error="Could not reach http://10.0.0.7:11434/v1")
-    RunEvent.objects.create(run=run, type="error", data={"message": "Could not reach", "kind": "ModelUnavailableError"})
-    Message.objects.create(
+    RunEventFactory(run=run, type="error", data={"message": "Could not reach", "kind": "ModelUnavailableError"})
+    MessageFactory(
         conversation=conversation, run=run, role="assistant", content="Sorry, the assistant is unavailable right now."
     )
     client.force_login(alice)
@@ -210,9 +192,9 @@ def test_the_history_escapes_what_customers_and_models_wrote(client, alice, queu
         ("approval_decided", {"tool_name": "refund_order", "approved": False, "message": f"No {SCRIPT}"}),
         ("text", {"text": f"Thinking {SCRIPT}", "final": False}),
     ]:
-        RunEvent.objects.create(run=run, type=event_type, data=data)
+        RunEventFactory(run=run, type=event_type, data=data)
     AgentRun.objects.filter(pk=run.pk).update(status="succeeded")
-    Message.objects.create(conversation=conversation, run=run, role="assistant", content=f"Answer {SCRIPT}")
+    MessageFactory(conversation=conversation, run=run, role="assistant", content=f"Answer {SCRIPT}")
     client.force_login(alice)
 
     html = client.get(detail_url(conversation)).content.decode()

@@ -4,37 +4,21 @@ who reads a failed run's technical error."""
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
 from agents.models import AgentRun, Message
-from agents.services import conversation_create, conversation_post_message, run_execute
+from agents.services import run_execute
 from anvia import ModelReply
 from anvia.testing import ScriptedModel, call
 from approvals.models import Approval
 from approvals.services import approval_decide
-from shop.models import Order, Refund
+from shop.models import Refund
 from tests.factories import ReviewerFactory, UserFactory
+from tests.support.chats import ask
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # What llama.cpp's server makes; the id of a 5,000-character one is replaced by its digest.
 LLAMA_CALL_ID = "call__0_refund_order_cmpl-37816154-ce7b-40ff-a234-43c10030218b"
-
-
-@pytest.fixture
-def no_enqueue(monkeypatch):
-    queued: list[str] = []
-    monkeypatch.setattr("agents.services.run_enqueue", lambda *, run_id: queued.append(str(run_id)))
-    return queued
-
-
-@pytest.fixture
-def alice():
-    customer = UserFactory(username="alice")
-    Order.objects.create(
-        number="A-1001", customer=customer, description="Espresso machine", total="249.00", status="delivered"
-    )
-    return customer
 
 
 @pytest.fixture
@@ -50,13 +34,9 @@ def scripted_support(monkeypatch):
     return install
 
 
-def ask(user, text: str) -> AgentRun:
-    return conversation_post_message(conversation=conversation_create(user=user), content=text)
-
-
 @pytest.mark.parametrize("call_id", [LLAMA_CALL_ID, "x" * 5000], ids=["llama-cpp-id", "5000-characters"])
 def test_a_long_call_id_reaches_the_approval_and_the_refund_key_whole(
-    alice, no_enqueue, scripted_support, settings, call_id
+    alice, queued, scripted_support, settings, call_id
 ):
     settings.ANVIA_APPROVAL_BLOCK_SECONDS = 0
     scripted_support([call("refund_order", order_id="A-1001", amount=150, id=call_id), "Refunded $150."])
@@ -76,7 +56,7 @@ def test_a_long_call_id_reaches_the_approval_and_the_refund_key_whole(
     assert recorded == approval.call_id
 
 
-def test_an_empty_reply_twice_fails_the_run_with_a_reason_staff_can_read(alice, no_enqueue, scripted_support):
+def test_an_empty_reply_twice_fails_the_run_with_a_reason_staff_can_read(alice, queued, scripted_support):
     model = scripted_support([ModelReply(text=""), ModelReply(text="  ")])
     run = ask(alice, "hello")
 
@@ -90,7 +70,7 @@ def test_an_empty_reply_twice_fails_the_run_with_a_reason_staff_can_read(alice, 
     assert "tool call" not in answer
 
 
-def test_one_empty_reply_is_asked_again_and_the_customer_gets_the_answer(alice, no_enqueue, scripted_support):
+def test_one_empty_reply_is_asked_again_and_the_customer_gets_the_answer(alice, queued, scripted_support):
     scripted_support([ModelReply(text=""), "Hello! How can I help?"])
     run = ask(alice, "hello")
 
@@ -100,17 +80,15 @@ def test_one_empty_reply_is_asked_again_and_the_customer_gets_the_answer(alice, 
 
 @pytest.mark.parametrize(("is_staff", "sees_error"), [(True, True), (False, False)], ids=["staff", "customer"])
 def test_a_failed_runs_technical_error_is_shown_to_staff_only(
-    no_enqueue, scripted_support, client, is_staff, sees_error
+    queued, scripted_support, client, api_for, is_staff, sees_error
 ):
     user = UserFactory(username="asker", is_staff=is_staff)
     scripted_support([ModelReply(text=""), ModelReply(text="")])
     run = ask(user, "hello")
     run_execute(run_id=run.pk)
-    api = APIClient()
-    api.force_authenticate(user)
     client.force_login(user)
 
-    body = api.get(f"/api/runs/{run.pk}/").json()
+    body = api_for(user).get(f"/api/runs/{run.pk}/").json()
     page = client.get(f"/chat/{run.conversation_id}/").content.decode()
 
     assert body["status"] == "failed"

@@ -15,32 +15,28 @@ and has not acknowledged (``acks_late``): with kombu 5.7.0 alone, the worker die
 from __future__ import annotations
 
 import contextlib
-import json
 import re
-import socket
-import subprocess
 import threading
 import time
 from collections import Counter
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import kombu.pools
 import pytest
 from kombu import Connection
 
 from agents.models import AgentRun, Message
-from agents.services import conversation_create, conversation_post_message
 from anvia_project.celery import app
 from approvals import decision_channels
 from approvals.models import Approval
 from approvals.services import approval_decide
-from scripts.embedded_redis import free_port, redis_server_binary
-from shop.models import Order, Refund
-from tests.agents.worker_process import wait_until, worker_processes
-from tests.anvia.chat_server import completion, tool_call
-from tests.factories import ReviewerFactory, UserFactory
+from shop.models import Refund
+from tests.factories import ReviewerFactory
+from tests.support.chat_server import ChatServer, completion, tool_call
+from tests.support.chats import ask
+from tests.support.redis_server import OwnedRedis
+from tests.support.waiting import runs_and_approvals, wait_until
+from tests.support.workers import worker_processes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
 
@@ -48,64 +44,25 @@ OUTAGE_SECONDS = 10
 ORDER = re.compile(r"order (A-\d+), \$(\d+)")
 
 
-class OwnedRedis:
-    """A redis-server this test starts, stops and starts again on the same port and data."""
-
-    def __init__(self, data_dir: Path):
-        self.port = free_port()
-        self.data_dir = data_dir
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir)),
-                *("--save", "", "--appendonly", "yes", "--appendfsync", "always"),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_until(self._answers, timeout=10, message=f"redis-server did not start on port {self.port}")
-
-    def _answers(self) -> bool:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-        return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # SIGTERM: Redis closes every client connection and exits
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-
-class ModelServer:
+class HeldModelServer(ChatServer):
     """A chat-completions server playing the support model: it asks to refund what the customer's
     message names ("refund order A-1001, $150"), then answers once the tool result is in. Its
     answers about an order in ``held`` wait for ``release()``: that run is mid-step meanwhile."""
 
     def __init__(self, *, held: set[str]):
+        super().__init__()
         self.held = held
         self.released = threading.Event()
         self.holding = threading.Event()
         self.calls: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._counts = threading.Lock()
+        self.answer_with(self.play)
 
-    def reply(self, body: dict) -> dict:
+    def play(self, body: dict) -> dict:
         messages = body["messages"]
         asked = next(m["content"] for m in reversed(messages) if m["role"] == "user")
         order, amount = ORDER.search(asked).groups()
-        with self._lock:
+        with self._counts:
             self.calls[order] += 1
         if order in self.held and messages[-1]["role"] == "user":
             self.holding.set()
@@ -120,37 +77,9 @@ class ModelServer:
     def release(self) -> None:
         self.released.set()
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> ModelServer:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                raw = json.dumps(owner.reply(body)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
         self.released.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().stop()
 
 
 @contextlib.contextmanager
@@ -190,7 +119,7 @@ def redis_server(tmp_path, settings):
 
 @pytest.fixture
 def model():
-    with ModelServer(held={"A-1004"}) as server:
+    with HeldModelServer(held={"A-1004"}) as server:
         yield server
 
 
@@ -207,26 +136,8 @@ def worker(redis_server, model, tmp_path):
         yield make("redis-restart", env=env).wait_ready()
 
 
-@pytest.fixture
-def alice():
-    customer = UserFactory(username="alice")
-    for number in ("A-1001", "A-1004"):
-        Order.objects.create(number=number, customer=customer, description="Kettle", total="300.00", status="delivered")
-    return customer
-
-
 def ask_refund(customer, order: str) -> AgentRun:
-    return conversation_post_message(
-        conversation=conversation_create(user=customer), content=f"refund order {order}, $150"
-    )
-
-
-def describe(*runs):
-    def text() -> str:
-        rows = AgentRun.objects.filter(pk__in=[r.pk for r in runs]).values_list("pk", "status", "attempts", "error")
-        return f"runs {list(rows)}, approvals {list(Approval.objects.values_list('run_id', 'status'))}"
-
-    return text
+    return ask(customer, f"refund order {order}, $150")
 
 
 def approval_of(run) -> Approval:
@@ -234,7 +145,7 @@ def approval_of(run) -> Approval:
         lambda: Approval.objects.filter(run_id=str(run.pk), status=Approval.Status.PENDING).first(),
         timeout=20,
         message=f"run {run.pk} never asked for its approval",
-        describe=describe(run),
+        describe=runs_and_approvals(run),
     )
 
 
@@ -246,7 +157,7 @@ def runs_in_flight(worker, model, alice) -> tuple[AgentRun, AgentRun]:
         lambda: AgentRun.objects.filter(pk=blocked.pk, status=AgentRun.Status.WAITING_FOR_APPROVAL).exists(),
         timeout=10,
         message="the first run never blocked on its approval",
-        describe=describe(blocked),
+        describe=runs_and_approvals(blocked),
     )
     assert model.holding.wait(timeout=20), "the second run never asked the model"
     assert AgentRun.objects.get(pk=mid_step.pk).status == AgentRun.Status.RUNNING
@@ -289,7 +200,7 @@ def finished(*runs) -> None:
             lambda run=run: AgentRun.objects.filter(pk=run.pk, status__in=AgentRun.FINISHED).exists(),
             timeout=30,
             message=f"run {run.pk} never finished after its decision",
-            describe=describe(*runs),
+            describe=runs_and_approvals(*runs),
         )
 
 
@@ -350,8 +261,12 @@ def test_worker_survives_a_ten_second_redis_outage_with_runs_in_flight(redis_ser
     approval_of(mid_step)
     finished(blocked)
     assert_done_once(blocked, "A-1001", model)
-    assert_up(worker, "while Redis was down")
-    time.sleep(max(0.0, outage_ends - time.monotonic()))
+
+    def outage_over() -> bool:
+        assert_up(worker, "while Redis was down")  # throughout the outage, not only at its end
+        return time.monotonic() >= outage_ends
+
+    wait_until(outage_over, timeout=OUTAGE_SECONDS + 5, message="the outage never ended")
     redis_server.start()
     reconnected(worker)
 

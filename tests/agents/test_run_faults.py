@@ -17,8 +17,6 @@ from django.utils import timezone
 
 from agents.models import AgentRun, Message
 from agents.services import (
-    conversation_create,
-    conversation_post_message,
     run_claim,
     run_execute,
     runs_recover_orphaned,
@@ -27,27 +25,11 @@ from agents.support import RefundInput, support_agent
 from anvia.testing import ScriptedModel, call
 from approvals.models import Approval, ApprovalEvent
 from approvals.services import ApprovalRequest, approval_decide, approval_request
-from shop.models import Order, Refund
-from tests.factories import ReviewerFactory, UserFactory
+from shop.models import Refund
+from tests.factories import ReviewerFactory
+from tests.support.chats import ask
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def no_enqueue(monkeypatch):
-    queued = []
-    monkeypatch.setattr("agents.services.run_enqueue", lambda *, run_id: queued.append(str(run_id)))
-    return queued
-
-
-@pytest.fixture
-def alice():
-    customer = UserFactory(username="alice")
-    Order.objects.create(
-        number="A-1001", customer=customer, description="Espresso machine", total="249.00", status="delivered"
-    )
-    Order.objects.create(number="A-1004", customer=customer, description="Kettle", total="300.00", status="delivered")
-    return customer
 
 
 @pytest.fixture
@@ -73,17 +55,11 @@ def model():
         support_agent.model = original
 
 
-def ask(user, text: str = "help me with my order") -> AgentRun:
-    return conversation_post_message(conversation=conversation_create(user=user), content=text)
-
-
 def answers(run: AgentRun) -> list[str]:
     return list(Message.objects.filter(run=run, role=Message.Role.ASSISTANT).values_list("content", flat=True))
 
 
-def test_a_worker_that_lost_its_lease_during_a_model_call_runs_no_tool_and_writes_nothing(
-    alice, no_enqueue, model, caplog
-):
+def test_a_worker_that_lost_its_lease_during_a_model_call_runs_no_tool_and_writes_nothing(alice, queued, model, caplog):
     """The model call outlasted the lease and another worker claimed the run meanwhile (bumping the
     fencing token): the first worker's reply must not start the refund, nor finish the run."""
     caplog.set_level(logging.WARNING, logger="anvia.runs")
@@ -116,7 +92,7 @@ def test_a_worker_that_lost_its_lease_during_a_model_call_runs_no_tool_and_write
     assert "lease lost" in caplog.text
 
 
-def test_tool_arguments_nested_thousands_deep_fail_the_run_once(alice, no_enqueue, model):
+def test_tool_arguments_nested_thousands_deep_fail_the_run_once(alice, queued, model):
     deep = '{"order_id": ' + "[" * 100_000 + "]" * 100_000 + ', "amount": 40}'
     model.script = ScriptedModel([call("refund_order", deep), "never asked"])
     run = ask(alice)
@@ -132,7 +108,7 @@ def test_tool_arguments_nested_thousands_deep_fail_the_run_once(alice, no_enqueu
     assert not Refund.objects.exists()
 
 
-def test_a_state_the_database_refuses_fails_the_run_on_postgresql(alice, no_enqueue, model):
+def test_a_state_the_database_refuses_fails_the_run_on_postgresql(alice, queued, model):
     """PostgreSQL's jsonb refuses the NUL character ("\\u0000"); SQLite stores it."""
     model.script = ScriptedModel(["All done\u0000 here."])
     run = ask(alice)
@@ -152,7 +128,7 @@ def test_a_state_the_database_refuses_fails_the_run_on_postgresql(alice, no_enqu
 
 
 def test_a_run_whose_workers_keep_dying_fails_after_max_attempts_and_its_approvals_are_cancelled(
-    alice, no_enqueue, settings
+    alice, queued, settings
 ):
     settings.ANVIA_RUN_MAX_ATTEMPTS = 5
     run = ask(alice, "refund order A-1001, $150")
@@ -189,7 +165,7 @@ def test_a_run_whose_workers_keep_dying_fails_after_max_attempts_and_its_approva
     assert len(answers(run)) == 1
 
 
-def test_a_decision_made_for_another_call_with_the_same_id_is_never_acted_on(alice, no_enqueue, model, settings):
+def test_a_decision_made_for_another_call_with_the_same_id_is_never_acted_on(alice, queued, model, settings):
     """A server that numbers calls per reply (``call_0``) and a crash between the approval and the
     checkpoint: the approval on record for ``call_0`` was asked (and approved, edited) for another
     refund. The current ``call_0`` is skipped, with a message the model can act on."""
@@ -228,7 +204,7 @@ def test_a_decision_made_for_another_call_with_the_same_id_is_never_acted_on(ali
     assert Approval.objects.count() == 1
 
 
-def test_a_pending_approval_for_another_call_with_the_same_id_is_cancelled(alice, no_enqueue, model, settings):
+def test_a_pending_approval_for_another_call_with_the_same_id_is_cancelled(alice, queued, model, settings):
     settings.ANVIA_APPROVAL_BLOCK_SECONDS = 0.2
     run = ask(alice, "refund order A-1004, $300")
     earlier, _ = approval_request(
@@ -255,7 +231,7 @@ def test_a_pending_approval_for_another_call_with_the_same_id_is_cancelled(alice
     assert not Refund.objects.exists()
 
 
-def test_past_the_pending_approvals_limit_a_call_is_not_put_to_reviewers(alice, no_enqueue, settings):
+def test_past_the_pending_approvals_limit_a_call_is_not_put_to_reviewers(alice, queued, settings):
     settings.ANVIA_APPROVAL_BLOCK_SECONDS = 0.1
     settings.ANVIA_APPROVAL_MAX_PENDING_PER_USER = 2
     for _ in range(2):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from decimal import Decimal
 
 import pytest
@@ -15,39 +14,15 @@ from agents.services import conversation_create, conversation_post_message, run_
 from approvals.models import Approval
 from approvals.services import approval_decide
 from shop.models import Order, Refund
-from tests.factories import ReviewerFactory, UserFactory
+from tests.factories import ReviewerFactory
+from tests.support.chats import ask
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def no_enqueue(monkeypatch):
-    """Record what would go to Celery instead of sending it."""
-    queued = []
-    monkeypatch.setattr("agents.services.run_enqueue", lambda *, run_id: queued.append(str(run_id)))
-    return queued
-
-
-@pytest.fixture
-def alice():
-    customer = UserFactory(username="alice")
-    Order.objects.create(
-        number="A-1001", customer=customer, description="Espresso machine", total="249.00", status="delivered"
-    )
-    Order.objects.create(number="A-1003", customer=customer, description="Frother", total="45.00")
-    bob = UserFactory(username="bob")
-    Order.objects.create(number="B-2001", customer=bob, description="Desk", total="520.00")
-    return customer
-
-
-def ask(user, text):
-    conversation = conversation_create(user=user)
-    return conversation_post_message(conversation=conversation, content=text)
-
-
-def test_a_lookup_answers_without_approval(alice, no_enqueue):
+def test_a_lookup_answers_without_approval(alice, queued):
     run = ask(alice, "where is my order A-1001?")
-    assert no_enqueue == [str(run.pk)]
+    assert queued == [str(run.pk)]
     finished = run_execute(run_id=run.pk)
     assert finished.status == "succeeded"
     answer = Message.objects.get(run=run, role="assistant")
@@ -55,7 +30,7 @@ def test_a_lookup_answers_without_approval(alice, no_enqueue):
     assert [e.type for e in run.events.all()][-1] == "done"
 
 
-def test_a_customer_never_reaches_another_customers_order(alice, no_enqueue):
+def test_a_customer_never_reaches_another_customers_order(alice, bob, queued):
     run = ask(alice, "where is my order B-2001?")
     run_execute(run_id=run.pk)
     answer = Message.objects.get(run=run, role="assistant").content
@@ -63,7 +38,7 @@ def test_a_customer_never_reaches_another_customers_order(alice, no_enqueue):
     assert "Desk" not in answer
 
 
-def test_a_small_refund_runs_at_once_and_only_once_per_call(alice, no_enqueue):
+def test_a_small_refund_runs_at_once_and_only_once_per_call(alice, queued):
     run = ask(alice, "refund order A-1001, $40")
     run_execute(run_id=run.pk)
     refund = Refund.objects.get()
@@ -72,7 +47,7 @@ def test_a_small_refund_runs_at_once_and_only_once_per_call(alice, no_enqueue):
     assert not Approval.objects.exists()
 
 
-def test_a_large_refund_waits_then_suspends_and_resumes_on_decision(alice, no_enqueue, settings):
+def test_a_large_refund_waits_then_suspends_and_resumes_on_decision(alice, queued, settings):
     settings.ANVIA_APPROVAL_BLOCK_SECONDS = 0.3
     run = ask(alice, "refund order A-1001, $150")
     suspended = run_execute(run_id=run.pk)
@@ -83,24 +58,23 @@ def test_a_large_refund_waits_then_suspends_and_resumes_on_decision(alice, no_en
     assert not Refund.objects.exists()
 
     approval_decide(approval_id=approval.pk, reviewer=ReviewerFactory(), approved=True)
-    assert no_enqueue == [str(run.pk), str(run.pk)]  # posted, then resumed by the decision
+    assert queued == [str(run.pk), str(run.pk)]  # posted, then resumed by the decision
     finished = run_execute(run_id=run.pk)
     assert finished.status == "succeeded"
     assert Refund.objects.get().amount == Decimal("150.00")
     assert "Done: I refunded $150.00 for order A-1001" in Message.objects.get(run=run, role="assistant").content
 
 
-def test_a_blocked_run_wakes_on_decision_without_suspending(alice, no_enqueue, settings):
+def test_a_blocked_run_wakes_on_decision_without_suspending(alice, reviewer, queued, decision_waiters, settings):
     settings.ANVIA_APPROVAL_BLOCK_SECONDS = 20
     run = ask(alice, "cancel order A-1003")
-    reviewer = ReviewerFactory()
+    seen: dict = {}
 
     def review():
         try:
-            while not Approval.objects.exists():
-                time.sleep(0.02)
-            assert AgentRun.objects.get(pk=run.pk).status == "waiting_for_approval"
-            approval_decide(approval_id=Approval.objects.get().pk, reviewer=reviewer, approved=False, reason="Shipped")
+            approval_id = decision_waiters.first(timeout=10)
+            seen["status"] = AgentRun.objects.get(pk=run.pk).status
+            approval_decide(approval_id=approval_id, reviewer=reviewer, approved=False, reason="Shipped")
         finally:
             connection.close()
 
@@ -108,14 +82,16 @@ def test_a_blocked_run_wakes_on_decision_without_suspending(alice, no_enqueue, s
     thread.start()
     finished = run_execute(run_id=run.pk)
     thread.join(10)
+    assert not thread.is_alive()
+    assert seen["status"] == "waiting_for_approval"
     assert finished.status == "succeeded"
     assert Order.objects.get(number="A-1003").status == "placed"
     answer = Message.objects.get(run=run, role="assistant").content
     assert answer == "That didn't go through. Cancellation was not approved. Reviewer's reason: Shipped"
-    assert no_enqueue == [str(run.pk)]  # the live waiter got it; no resume was queued
+    assert queued == [str(run.pk)]  # the live waiter got it; no resume was queued
 
 
-def test_a_run_held_by_a_live_worker_is_not_taken_twice(alice, no_enqueue):
+def test_a_run_held_by_a_live_worker_is_not_taken_twice(alice, queued):
     run = ask(alice, "where is my order A-1001?")
     AgentRun.objects.filter(pk=run.pk).update(
         status="running", lease_owner="other", lease_expires_at="2999-01-01T00:00:00Z"
@@ -124,7 +100,7 @@ def test_a_run_held_by_a_live_worker_is_not_taken_twice(alice, no_enqueue):
     assert runs_recover_orphaned() == 0
 
 
-def test_an_orphaned_run_is_recovered(alice, no_enqueue):
+def test_an_orphaned_run_is_recovered(alice, queued):
     run = ask(alice, "where is my order A-1001?")
     AgentRun.objects.filter(pk=run.pk).update(
         status="waiting_for_approval", lease_owner="dead", lease_expires_at="2000-01-01T00:00:00Z"
@@ -133,7 +109,7 @@ def test_an_orphaned_run_is_recovered(alice, no_enqueue):
     assert run_execute(run_id=run.pk).status == "succeeded"
 
 
-def test_a_model_failure_ends_the_run_with_words_the_customer_can_read(alice, no_enqueue, settings):
+def test_a_model_failure_ends_the_run_with_words_the_customer_can_read(alice, queued, settings):
     settings.ANVIA_MODEL = "llama3.2"
     settings.OPENAI_BASE_URL = "http://127.0.0.1:9/v1"
     from agents.support import support_agent
@@ -157,7 +133,7 @@ def test_empty_and_huge_messages_are_refused(alice):
         conversation_post_message(conversation=conversation, content="x" * 4001)
 
 
-def test_a_run_suspended_on_its_second_protected_call_is_not_requeued_by_the_first(alice, no_enqueue, settings):
+def test_a_run_suspended_on_its_second_protected_call_is_not_requeued_by_the_first(alice, queued, settings):
     """Only a decided approval of a call the run still waits on may queue it again."""
     from agents.support import support_agent
     from anvia.testing import ScriptedModel, call
@@ -176,6 +152,6 @@ def test_a_run_suspended_on_its_second_protected_call_is_not_requeued_by_the_fir
         assert refund_approval.executed_at is not None
         assert refund_approval.outcome["outcome"] == "ran"
         assert refund_approval.events.filter(kind="executed").count() == 1
-        assert no_enqueue == [str(run.pk), str(run.pk)]  # posted, resumed once; not again on suspend
+        assert queued == [str(run.pk), str(run.pk)]  # posted, resumed once; not again on suspend
     finally:
         support_agent.model = original

@@ -8,11 +8,12 @@ import threading
 import pytest
 
 from agents.models import AgentRun, Message
-from agents.services import STOPPED_TEXT, conversation_create, conversation_post_message, run_execute
+from agents.services import STOPPED_TEXT, run_execute
 from approvals.models import Approval
 from approvals.services import approval_decide
-from shop.models import Order, Refund
-from tests.factories import ReviewerFactory, UserFactory
+from shop.models import Refund
+from tests.factories import OrderFactory, ReviewerFactory, UserFactory
+from tests.support.chats import ask
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,13 +32,9 @@ def queued(monkeypatch, settings):
 @pytest.fixture
 def customer():
     user = UserFactory(username="carol")
-    Order.objects.create(number="A-1001", customer=user, description="Espresso machine", total="249.00")
-    Order.objects.create(number="A-1002", customer=user, description="Grinder", total="180.00")
+    OrderFactory(number="A-1001", customer=user, description="Espresso machine", total="249.00")
+    OrderFactory(number="A-1002", customer=user, description="Grinder", total="180.00")
     return user
-
-
-def ask(user, text: str) -> AgentRun:
-    return conversation_post_message(conversation=conversation_create(user=user), content=text)
 
 
 def suspended_with_two(customer, queued) -> tuple[AgentRun, Approval, Approval]:

@@ -16,12 +16,12 @@ import pytest
 from celery.worker import state as worker_state
 
 from agents.models import AgentRun, Message
-from agents.services import conversation_create, conversation_post_message
 from approvals.models import Approval
 from approvals.services import approval_decide
-from shop.models import Order, Refund
-from tests.agents.worker_process import thread_worker, wait_until
-from tests.factories import ReviewerFactory, UserFactory
+from shop.models import Refund
+from tests.support.chats import ask
+from tests.support.waiting import approval_asked_by, run_finished, run_in_status, wait_until
+from tests.support.workers import thread_worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
 
@@ -34,52 +34,6 @@ def worker(django_db_setup, redis_url):
         yield running
 
 
-@pytest.fixture
-def alice():
-    customer = UserFactory(username="alice")
-    Order.objects.create(
-        number="A-1001", customer=customer, description="Espresso machine", total="249.00", status="delivered"
-    )
-    return customer
-
-
-@pytest.fixture
-def reviewer():
-    return ReviewerFactory()
-
-
-def ask(user, text: str) -> AgentRun:
-    conversation = conversation_create(user=user)
-    return conversation_post_message(conversation=conversation, content=text)
-
-
-def describe(*runs: AgentRun):
-    def text() -> str:
-        rows = AgentRun.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", "attempts", "error")
-        return f"runs {list(rows)}, approvals {list(Approval.objects.values_list('pk', 'status'))}"
-
-    return text
-
-
-def wait_for_status(run: AgentRun, *statuses: str, timeout: float = 15.0) -> AgentRun:
-    def reached():
-        current = AgentRun.objects.get(pk=run.pk)
-        return current if current.status in statuses else None
-
-    return wait_until(
-        reached, timeout=timeout, message=f"run {run.pk} never reached {statuses}", describe=describe(run)
-    )
-
-
-def wait_for_approval(run: AgentRun, *, timeout: float = 15.0) -> Approval:
-    return wait_until(
-        lambda: Approval.objects.filter(run_id=str(run.pk)).first(),
-        timeout=timeout,
-        message=f"run {run.pk} never asked for an approval",
-        describe=describe(run),
-    )
-
-
 def answer(run: AgentRun) -> str:
     return Message.objects.get(run=run, role=Message.Role.ASSISTANT).content
 
@@ -90,7 +44,7 @@ def step_count(run: AgentRun) -> int:
 
 def test_a_lookup_is_answered_by_the_worker(worker, alice):
     run = ask(alice, "where is my order A-1001?")
-    finished = wait_for_status(run, "succeeded", "failed")
+    finished = run_finished(run)
     assert finished.status == "succeeded", finished.error
     assert answer(run) == "Order A-1001 is delivered, total $249.00."
     assert finished.attempts == 1
@@ -101,14 +55,14 @@ def test_a_lookup_is_answered_by_the_worker(worker, alice):
 def test_a_large_refund_blocks_in_the_worker_until_a_reviewer_approves(worker, alice, reviewer, settings):
     settings.ANVIA_APPROVAL_BLOCK_SECONDS = 20
     run = ask(alice, "refund order A-1001, $150")
-    approval = wait_for_approval(run)
-    blocked = wait_for_status(run, "waiting_for_approval")
+    approval = approval_asked_by(run)
+    blocked = run_in_status(run, "waiting_for_approval")
     assert blocked.lease_owner, "a blocked run is held by the worker's lease"
     assert not Refund.objects.exists()
 
     decided_at = time.monotonic()
     approval_decide(approval_id=approval.pk, reviewer=reviewer, approved=True)
-    finished = wait_for_status(run, "succeeded", "failed")
+    finished = run_finished(run)
     woke_in = time.monotonic() - decided_at
 
     assert finished.status == "succeeded", finished.error
@@ -127,8 +81,8 @@ def test_past_its_block_budget_a_run_suspends_and_the_decision_resumes_it(worker
     caplog.set_level(logging.INFO, logger="anvia")
     settings.ANVIA_APPROVAL_BLOCK_SECONDS = 0.5
     run = ask(alice, "refund order A-1001, $150")
-    approval = wait_for_approval(run)
-    suspended = wait_for_status(run, "suspended")
+    approval = approval_asked_by(run)
+    suspended = run_in_status(run, "suspended")
     assert (suspended.lease_owner, suspended.lease_expires_at) == ("", None)
     # The task ended: no worker thread is held by the waiting run.
     wait_until(lambda: not worker_state.active_requests, timeout=5, message="the suspended run still holds a thread")
@@ -136,7 +90,7 @@ def test_past_its_block_budget_a_run_suspends_and_the_decision_resumes_it(worker
     assert not Refund.objects.exists()
 
     approval_decide(approval_id=approval.pk, reviewer=reviewer, approved=True)  # enqueues the resume
-    finished = wait_for_status(run, "succeeded", "failed")
+    finished = run_finished(run)
 
     assert finished.status == "succeeded", finished.error
     assert finished.attempts == 2
@@ -168,7 +122,7 @@ def test_past_its_block_budget_a_run_suspends_and_the_decision_resumes_it(worker
         [
             f"run queued run={run.pk} ",
             f"run resume queued run={run.pk} approval={approval.pk}",
-            f"approval decided id={approval.pk} run={run.pk} status=approved by={reviewer.username}",
+            f"approval decided id={approval.pk} run={run.pk} status=approved action=approve by={reviewer.username}",
         ],
     )
 
@@ -200,7 +154,7 @@ def test_runs_waiting_on_approvals_do_not_starve_new_chats(worker, alice, review
 
     asked_at = time.monotonic()
     lookup = ask(alice, "where is my order A-1001?")
-    finished = wait_for_status(lookup, "succeeded", "failed", timeout=10)
+    finished = run_finished(lookup, timeout=10)
     took = time.monotonic() - asked_at
     assert finished.status == "succeeded", finished.error
     assert took < 5, f"a new chat waited {took:.1f} s behind runs waiting on approvals"
@@ -212,5 +166,5 @@ def test_runs_waiting_on_approvals_do_not_starve_new_chats(worker, alice, review
     for approval in Approval.objects.filter(run_id__in=blocked_ids):
         approval_decide(approval_id=approval.pk, reviewer=reviewer, approved=False, reason="Test over")
     for run_id in blocked_ids:
-        assert wait_for_status(AgentRun(pk=run_id), "succeeded", "failed").status == "succeeded"
+        assert run_finished(AgentRun(pk=run_id)).status == "succeeded"
     assert not Refund.objects.exists()

@@ -22,12 +22,13 @@ import pytest
 from django.utils import timezone
 
 from agents.models import AgentRun, Message
-from agents.services import conversation_create, conversation_post_message
 from approvals.models import Approval
 from approvals.services import approval_decide
-from shop.models import Order, Refund
-from tests.agents.worker_process import purge_queues, wait_until, worker_processes
-from tests.factories import ReviewerFactory, UserFactory
+from shop.models import Refund
+from tests.factories import ReviewerFactory
+from tests.support.chats import ask
+from tests.support.waiting import approval_asked_by, run_finished, run_in_status, run_where, wait_until
+from tests.support.workers import purge_queues, worker_processes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
 
@@ -47,16 +48,6 @@ def workers(transactional_db, redis_url, tmp_path):
 
 
 @pytest.fixture
-def alice():
-    customer = UserFactory(username="alice")
-    Order.objects.create(
-        number="A-1001", customer=customer, description="Espresso machine", total="249.00", status="delivered"
-    )
-    Order.objects.create(number="A-1004", customer=customer, description="Kettle", total="300.00", status="delivered")
-    return customer
-
-
-@pytest.fixture
 def enqueued(monkeypatch):
     """Every run this process queues (the message still goes to the broker)."""
     import agents.services
@@ -72,36 +63,14 @@ def enqueued(monkeypatch):
     return queued
 
 
-def describe(run):
-    def text() -> str:
-        current = AgentRun.objects.filter(pk=run.pk).values("status", "attempts", "lease_owner", "error").first()
-        return f"run {current}, approvals {list(Approval.objects.values_list('pk', 'status'))}"
-
-    return text
-
-
-def wait_for(run, predicate, what: str, timeout: float) -> AgentRun:
-    def reached():
-        current = AgentRun.objects.get(pk=run.pk)
-        return current if predicate(current) else None
-
-    return wait_until(reached, timeout=timeout, message=f"run {run.pk}: {what}", describe=describe(run))
-
-
 def ask_refund(alice, order: str) -> AgentRun:
-    conversation = conversation_create(user=alice)
-    return conversation_post_message(conversation=conversation, content=f"refund order {order}, $150")
+    return ask(alice, f"refund order {order}, $150")
 
 
 def wait_until_blocked(worker, run) -> tuple[AgentRun, Approval]:
     """Wait until ``worker`` is blocked on the run's approval."""
-    approval = wait_until(
-        lambda: Approval.objects.filter(run_id=str(run.pk)).first(),
-        timeout=20,
-        message=f"run {run.pk} never asked for an approval",
-        describe=describe(run),
-    )
-    blocked = wait_for(run, lambda r: r.status == "waiting_for_approval", "never blocked on its approval", 10)
+    approval = approval_asked_by(run, timeout=20)
+    blocked = run_in_status(run, "waiting_for_approval", timeout=10)
     assert blocked.lease_owner.startswith(worker.nodename), blocked.lease_owner
     assert blocked.attempts == 1
     return blocked, approval
@@ -136,7 +105,9 @@ def test_runs_blocked_in_a_killed_worker_resume_from_their_saved_state(workers, 
     doomed.kill()
     assert not doomed.alive
     for run in (first, second):
-        wait_for(run, lambda r: r.lease_expires_at < timezone.now(), "the dead worker's lease never ran out", 10)
+        run_where(
+            run, lambda r: r.lease_expires_at < timezone.now(), "the dead worker's lease never ran out", timeout=10
+        )
         still = AgentRun.objects.get(pk=run.pk)
         assert (still.status, still.attempts) == ("waiting_for_approval", 1), "nobody touched the orphaned run"
     assert not Refund.objects.exists()
@@ -149,20 +120,20 @@ def test_runs_blocked_in_a_killed_worker_resume_from_their_saved_state(workers, 
     # 2. worker_ready queues the orphaned runs: the new worker takes the second one and blocks on
     # the same approval (and finishes the first, whose resume was waiting in the queue).
     replacement = workers("replacement").wait_ready()
-    retaken = wait_for(
+    retaken = run_where(
         second,
         lambda r: r.status == "waiting_for_approval" and r.lease_owner.startswith(replacement.nodename),
         "was not taken over by the new worker",
-        20,
+        timeout=20,
     )
     assert retaken.attempts == 2
-    wait_for(first, lambda r: r.status in AgentRun.FINISHED, "never finished after its decision", 20)
+    run_finished(first, timeout=20)
     assert_finished_once(first, "A-1001")
 
     enqueued.clear()
     approval_decide(approval_id=second_approval.pk, reviewer=ReviewerFactory(), approved=True)
     assert enqueued == [], "a live worker holds the run: the decision wakes it, no resume is queued"
-    finished = wait_for(second, lambda r: r.status in AgentRun.FINISHED, "never finished after its decision", 15)
+    finished = run_finished(second, timeout=15)
     assert finished.attempts == 2
     assert_finished_once(second, "A-1004")
     assert Refund.objects.count() == 2
@@ -184,11 +155,11 @@ def test_a_dead_workers_run_resumes_within_15_s_and_a_busy_workers_run_is_never_
     doomed.kill()
     killed_at = time.monotonic()
     assert not doomed.alive
-    wait_for(
+    run_where(
         orphan,
         lambda r: r.status == "waiting_for_approval" and r.lease_owner.startswith(survivor.nodename),
         "was not resumed by the live worker",
-        RECOVERY_TARGET_SECONDS + 10,
+        timeout=RECOVERY_TARGET_SECONDS + 10,
     )
     recovered_in = time.monotonic() - killed_at
     print(f"\nrecovery after SIGKILL: {recovered_in:.1f} s (lease, heartbeat and sweep at their defaults)")  # noqa: T201
@@ -208,7 +179,7 @@ def test_a_dead_workers_run_resumes_within_15_s_and_a_busy_workers_run_is_never_
     approval_decide(approval_id=orphan_approval.pk, reviewer=reviewer, approved=True)
     approval_decide(approval_id=busy_approval.pk, reviewer=reviewer, approved=True)
     for run, order in ((orphan, "A-1001"), (busy, "A-1004")):
-        wait_for(run, lambda r: r.status in AgentRun.FINISHED, "never finished after its decision", 15)
+        run_finished(run, timeout=15)
         assert_finished_once(run, order)
     assert AgentRun.objects.get(pk=busy.pk).attempts == 1
     assert AgentRun.objects.get(pk=orphan.pk).attempts == 2

@@ -15,21 +15,19 @@ Either way: one refund, one answer, the run ``succeeded``.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
 from agents.models import AgentRun, Message
-from agents.services import conversation_create, conversation_post_message, run_enqueue, runs_recover_orphaned
-from shop.models import Order, Refund
-from tests.agents.worker_process import purge_queues, wait_until, worker_processes
-from tests.anvia.chat_server import completion, tool_call
-from tests.factories import UserFactory
+from agents.services import run_enqueue, runs_recover_orphaned
+from shop.models import Refund
+from tests.support.chat_server import ChatServer, completion, tool_call
+from tests.support.chats import ask
+from tests.support.waiting import runs_and_approvals, wait_until
+from tests.support.workers import purge_queues, worker_processes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
 
@@ -37,58 +35,32 @@ LEASE_SECONDS = 2
 SLOW_MODEL_SECONDS = 4
 
 
-class SlowModelServer:
+class SlowModelServer(ChatServer):
     """Chat completions: a refund call (id ``c<n>``, as a server numbering its calls), then text
     once the tool result is in. The first request is answered after ``SLOW_MODEL_SECONDS``."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        super().__init__()
         self.received = 0
         self.answered = 0
-        owner = self
+        self._counts = threading.Lock()
+        self.answer_with(self.play)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with owner.lock:
-                    owner.received += 1
-                    index = owner.received
-                if index == 1:
-                    time.sleep(SLOW_MODEL_SECONDS)
-                answer = owner.answer(body, index)
-                raw = json.dumps(answer).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-                with owner.lock:
-                    owner.answered += 1
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    @staticmethod
-    def answer(body: dict, index: int) -> dict:
+    def play(self, body: dict) -> dict:
+        with self._counts:
+            self.received += 1
+            index = self.received
+        if index == 1:
+            time.sleep(SLOW_MODEL_SECONDS)  # the slow model call this module is about, not a wait
         if body["messages"][-1]["role"] == "tool":
-            return completion(text="Your refund is done.")
-        return completion(tool_calls=[tool_call(f"c{index}", "refund_order", {"order_id": "A-1001", "amount": 40})])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> SlowModelServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+            answer = completion(text="Your refund is done.")
+        else:
+            answer = completion(
+                tool_calls=[tool_call(f"c{index}", "refund_order", {"order_id": "A-1001", "amount": 40})]
+            )
+        with self._counts:
+            self.answered += 1
+        return answer
 
 
 @pytest.fixture
@@ -116,25 +88,12 @@ def two_workers(transactional_db, redis_url, tmp_path, model_server):
         yield first.wait_ready(), second.wait_ready()
 
 
-@pytest.fixture
-def alice():
-    customer = UserFactory(username="alice")
-    Order.objects.create(
-        number="A-1001", customer=customer, description="Espresso machine", total="249.00", status="delivered"
-    )
-    return customer
-
-
-def describe(run):
-    return lambda: str(AgentRun.objects.filter(pk=run.pk).values("status", "attempts", "lease_owner", "error").first())
-
-
 def holder(run, workers):
     def held_by():
         owner = AgentRun.objects.get(pk=run.pk).lease_owner
         return next((w for w in workers if owner.startswith(w.nodename)), None)
 
-    return wait_until(held_by, timeout=15, message=f"no worker took run {run.pk}", describe=describe(run))
+    return wait_until(held_by, timeout=15, message=f"no worker took run {run.pk}", describe=runs_and_approvals(run))
 
 
 class Sweeper:
@@ -168,7 +127,7 @@ def assert_refunded_once(run) -> AgentRun:
 def test_a_live_workers_heartbeat_keeps_its_run_through_a_model_call_longer_than_the_lease(
     two_workers, alice, model_server
 ):
-    run = conversation_post_message(conversation=conversation_create(user=alice), content="refund order A-1001, $40")
+    run = ask(alice, "refund order A-1001, $40")
     wait_until(lambda: model_server.received == 1, timeout=15, message="the model was never asked")
     holder(run, two_workers)
     sweep = Sweeper(run)
@@ -178,7 +137,7 @@ def test_a_live_workers_heartbeat_keeps_its_run_through_a_model_call_longer_than
             sweep()
         return AgentRun.objects.get(pk=run.pk).status in AgentRun.FINISHED
 
-    wait_until(finished, timeout=20, message="the run never finished", describe=describe(run))
+    wait_until(finished, timeout=20, message="the run never finished", describe=runs_and_approvals(run))
 
     done = assert_refunded_once(run)
     assert done.attempts == 1, "nobody else ever claimed the run"
@@ -190,7 +149,7 @@ def test_a_live_workers_heartbeat_keeps_its_run_through_a_model_call_longer_than
 
 
 def test_a_stalled_worker_loses_its_run_and_stops_before_running_the_tool(two_workers, alice, model_server):
-    run = conversation_post_message(conversation=conversation_create(user=alice), content="refund order A-1001, $40")
+    run = ask(alice, "refund order A-1001, $40")
     wait_until(lambda: model_server.received == 1, timeout=15, message="the model was never asked")
     stalled = holder(run, two_workers)
     stalled.pause()  # mid model call; its heartbeat stops with it
@@ -203,7 +162,9 @@ def test_a_stalled_worker_loses_its_run_and_stops_before_running_the_tool(two_wo
             current = AgentRun.objects.get(pk=run.pk)
             return current.status == "succeeded" and current.lease_owner == "" and current.attempts == 2
 
-        wait_until(taken_over, timeout=20, message="the other worker never finished the run", describe=describe(run))
+        wait_until(
+            taken_over, timeout=20, message="the other worker never finished the run", describe=runs_and_approvals(run)
+        )
         wait_until(lambda: model_server.answered >= 1, timeout=10, message="the slow answer never went out")
     finally:
         stalled.resume()

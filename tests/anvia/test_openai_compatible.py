@@ -21,7 +21,7 @@ from anvia import (
     ModelUnavailableError,
     OpenAICompatibleModel,
 )
-from tests.anvia.chat_server import ChatServer, completion, tool_call
+from tests.support.chat_server import ChatServer, completion, tool_call
 
 FAST_RETRY = {"retry-after-ms": "10"}
 

@@ -11,10 +11,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from approvals.decision_channels import get_decision_channel
 from approvals.models import Approval, ApprovalEvent
 from approvals.services import approval_decide, approval_wait
-from tests.factories import ApprovalFactory, ReviewerFactory, UserFactory
+from tests.factories import ApprovalEventFactory, ApprovalFactory, ReviewerFactory, UserFactory
 
 CHANGELIST = "/admin/approvals/approval/"
 XSS_SCRIPT = "<script>alert(1)</script>"
@@ -37,17 +36,6 @@ def run_action(client, action: str, approvals, *, reason: str = ""):
     """Post the confirmation page's form: the selected rows, the action, and the reviewer's reason."""
     data = {"action": action, "_selected_action": [a.pk for a in approvals], "confirm": "yes", "reason": reason}
     return client.post(CHANGELIST, data, follow=True)
-
-
-@pytest.fixture
-def reviewer():
-    return ReviewerFactory(username="rita")
-
-
-@pytest.fixture
-def reviewer_client(client, reviewer):
-    client.force_login(reviewer)
-    return client
 
 
 @pytest.mark.django_db
@@ -337,8 +325,8 @@ class TestChangePage:
 
     def test_the_event_log_is_read_only_and_in_order(self, reviewer_client):
         approval = ApprovalFactory()
-        ApprovalEvent.objects.create(approval=approval, kind=ApprovalEvent.Kind.REQUESTED)
-        ApprovalEvent.objects.create(approval=approval, kind=ApprovalEvent.Kind.NOTIFIED)
+        ApprovalEventFactory(approval=approval, kind=ApprovalEvent.Kind.REQUESTED)
+        ApprovalEventFactory(approval=approval, kind=ApprovalEvent.Kind.NOTIFIED)
         reviewer_client.post(decide_url(approval), {"decision": "approve", "reason": "Fine."})
 
         page = reviewer_client.get(change_url(approval))
@@ -358,7 +346,7 @@ def test_model_and_user_text_is_escaped_on_the_changelist_and_change_page(review
         reason=f"Refund {XSS_SCRIPT} {XSS_IMG}",
         conversation_excerpt=[{"role": "user", "content": XSS_SCRIPT}],
     )
-    ApprovalEvent.objects.create(approval=approval, kind=ApprovalEvent.Kind.REQUESTED, data={"note": XSS_IMG})
+    ApprovalEventFactory(approval=approval, kind=ApprovalEvent.Kind.REQUESTED, data={"note": XSS_IMG})
 
     pages = {
         "changelist": reviewer_client.get(CHANGELIST).content.decode(),
@@ -377,21 +365,8 @@ def test_model_and_user_text_is_escaped_on_the_changelist_and_change_page(review
 
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
-def test_an_admin_action_wakes_a_waiting_run_at_once(client, redis_url, monkeypatch):
+def test_an_admin_action_wakes_a_waiting_run_at_once(reviewer_client, redis_url, decision_waiters):
     approval = ApprovalFactory()
-    reviewer = ReviewerFactory(username="rita")
-    client.force_login(reviewer)
-
-    # Know when the waiter is inside its channel wait, so the decision provably arrives mid-wait.
-    channel = get_decision_channel()
-    waiting = threading.Event()
-    real_wait = channel.wait
-
-    def wait(approval_id: int, timeout: float) -> bool:
-        waiting.set()
-        return real_wait(approval_id, timeout)
-
-    monkeypatch.setattr(channel, "wait", wait)
     outcome: dict = {}
 
     def waiter() -> None:
@@ -403,10 +378,11 @@ def test_an_admin_action_wakes_a_waiting_run_at_once(client, redis_url, monkeypa
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    assert waiting.wait(timeout=5)
+    # The waiter is inside its channel wait, so the decision provably arrives mid-wait.
+    assert decision_waiters.first(timeout=5) == approval.pk
 
     decided_at = time.monotonic()
-    response = run_action(client, "approve_selected", [approval])
+    response = run_action(reviewer_client, "approve_selected", [approval])
     thread.join(timeout=10)
 
     assert "Approved 1 approval." in shown_messages(response)

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from approvals.models import Approval, ApprovalEvent
 from approvals.services import approval_decide
-from tests.factories import PASSWORD, ApprovalFactory, ReviewerFactory, UserFactory
+from tests.factories import PASSWORD, ApprovalEventFactory, ApprovalFactory, ReviewerFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -49,22 +49,6 @@ def decision_url(approval_id: int) -> str:
     return f"/api/approvals/{approval_id}/decision/"
 
 
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
-@pytest.fixture
-def reviewer():
-    return ReviewerFactory(username="rita")
-
-
-@pytest.fixture
-def api(reviewer) -> APIClient:
-    return client_for(reviewer)
-
-
 def approval_created(minutes_ago: int, **kwargs) -> Approval:
     approval = ApprovalFactory(**kwargs)
     Approval.objects.filter(pk=approval.pk).update(created_at=timezone.now() - timedelta(minutes=minutes_ago))
@@ -78,11 +62,11 @@ def decided(approval: Approval, *, by, approved: bool = True, reason: str = "") 
 # ---- list -------------------------------------------------------------------------------------
 
 
-def test_list_shows_newest_first_with_usernames(api):
+def test_list_shows_newest_first_with_usernames(reviewer_api):
     older = approval_created(10, requested_by=UserFactory(username="carol"))
     newer = approval_created(1)
 
-    response = api.get(LIST_URL)
+    response = reviewer_api.get(LIST_URL)
 
     assert response.status_code == 200
     body = response.json()
@@ -96,13 +80,13 @@ def test_list_shows_newest_first_with_usernames(api):
     assert row["decided_by"] is None
 
 
-def test_list_filters_by_status(api):
+def test_list_filters_by_status(reviewer_api):
     pending = ApprovalFactory()
     approved = decided(ApprovalFactory(), by=ReviewerFactory())
     rejected = decided(ApprovalFactory(), by=ReviewerFactory(), approved=False)
 
     def ids(status: str) -> list[int]:
-        response = api.get(LIST_URL, {"status": status})
+        response = reviewer_api.get(LIST_URL, {"status": status})
         assert response.status_code == 200
         return [row["id"] for row in response.json()["results"]]
 
@@ -114,19 +98,19 @@ def test_list_filters_by_status(api):
 
 
 @pytest.mark.parametrize("status", ["bogus", "PENDING", "pending,approved"])
-def test_list_refuses_an_unknown_status_naming_the_parameter(api, status):
-    response = api.get(LIST_URL, {"status": status})
+def test_list_refuses_an_unknown_status_naming_the_parameter(reviewer_api, status):
+    response = reviewer_api.get(LIST_URL, {"status": status})
 
     assert response.status_code == 400
     assert list(response.json()) == ["status"]
 
 
-def test_list_is_paginated(api):
+def test_list_is_paginated(reviewer_api):
     for minutes in range(3):
         approval_created(minutes)
 
-    first = api.get(LIST_URL, {"page_size": 2}).json()
-    second = api.get(LIST_URL, {"page_size": 2, "page": 2}).json()
+    first = reviewer_api.get(LIST_URL, {"page_size": 2}).json()
+    second = reviewer_api.get(LIST_URL, {"page_size": 2, "page": 2}).json()
 
     assert first["count"] == 3
     assert len(first["results"]) == 2
@@ -137,16 +121,16 @@ def test_list_is_paginated(api):
     )
 
 
-def test_list_queries_do_not_grow_with_rows(api):
+def test_list_queries_do_not_grow_with_rows(reviewer_api):
     decided(ApprovalFactory(), by=ReviewerFactory())
-    api.get(LIST_URL)  # warm the reviewer's permission cache
+    reviewer_api.get(LIST_URL)  # warm the reviewer's permission cache
     with CaptureQueriesContext(connection) as one_row:
-        assert api.get(LIST_URL).status_code == 200
+        assert reviewer_api.get(LIST_URL).status_code == 200
 
     for _ in range(5):
         decided(ApprovalFactory(), by=ReviewerFactory())
     with CaptureQueriesContext(connection) as six_rows:
-        assert len(api.get(LIST_URL).json()["results"]) == 6
+        assert len(reviewer_api.get(LIST_URL).json()["results"]) == 6
 
     assert len(six_rows) == len(one_row)
 
@@ -154,12 +138,12 @@ def test_list_queries_do_not_grow_with_rows(api):
 # ---- detail -----------------------------------------------------------------------------------
 
 
-def test_detail_includes_events_with_their_actors(api):
+def test_detail_includes_events_with_their_actors(reviewer_api):
     approval = ApprovalFactory()
-    ApprovalEvent.objects.create(approval=approval, kind=ApprovalEvent.Kind.REQUESTED, data={"run_id": "run-1"})
+    ApprovalEventFactory(approval=approval, kind=ApprovalEvent.Kind.REQUESTED, data={"run_id": "run-1"})
     decided(approval, by=ReviewerFactory(username="bob"), reason="fine")
 
-    response = api.get(detail_url(approval.pk))
+    response = reviewer_api.get(detail_url(approval.pk))
 
     assert response.status_code == 200
     body = response.json()
@@ -177,23 +161,23 @@ def test_detail_includes_events_with_their_actors(api):
     assert all(e["created_at"] for e in body["events"])
 
 
-def test_detail_queries_do_not_grow_with_events(api):
+def test_detail_queries_do_not_grow_with_events(reviewer_api):
     approval = ApprovalFactory()
-    ApprovalEvent.objects.create(approval=approval, kind=ApprovalEvent.Kind.REQUESTED, actor=UserFactory())
-    api.get(detail_url(approval.pk))
+    ApprovalEventFactory(approval=approval, kind=ApprovalEvent.Kind.REQUESTED, actor=UserFactory())
+    reviewer_api.get(detail_url(approval.pk))
     with CaptureQueriesContext(connection) as one_event:
-        api.get(detail_url(approval.pk))
+        reviewer_api.get(detail_url(approval.pk))
 
     for _ in range(4):
-        ApprovalEvent.objects.create(approval=approval, kind=ApprovalEvent.Kind.NOTIFIED, actor=UserFactory())
+        ApprovalEventFactory(approval=approval, kind=ApprovalEvent.Kind.NOTIFIED, actor=UserFactory())
     with CaptureQueriesContext(connection) as five_events:
-        assert len(api.get(detail_url(approval.pk)).json()["events"]) == 5
+        assert len(reviewer_api.get(detail_url(approval.pk)).json()["events"]) == 5
 
     assert len(five_events) == len(one_event)
 
 
-def test_detail_of_an_unknown_approval_is_404(api):
-    response = api.get(detail_url(999999))
+def test_detail_of_an_unknown_approval_is_404(reviewer_api):
+    response = reviewer_api.get(detail_url(999999))
 
     assert response.status_code == 404
     assert response.json() == {"detail": "Approval #999999 does not exist."}
@@ -217,9 +201,9 @@ def inactive_reviewer():
 
 
 @pytest.mark.parametrize("make_user", [UserFactory, staff_without_permission, permission_without_staff])
-def test_non_reviewers_get_403_everywhere(make_user):
+def test_non_reviewers_get_403_everywhere(api_for, make_user):
     approval = ApprovalFactory()
-    client = client_for(make_user())
+    client = api_for(make_user())
 
     for response in (
         client.get(LIST_URL),
@@ -287,10 +271,10 @@ def test_session_auth_needs_the_csrf_token_to_decide(reviewer):
 # ---- decide -----------------------------------------------------------------------------------
 
 
-def test_approve_answers_the_decided_approval(api, reviewer):
+def test_approve_answers_the_decided_approval(reviewer_api, reviewer):
     approval = ApprovalFactory()
 
-    response = api.post(decision_url(approval.pk), {"approved": True, "reason": "Eligible."}, format="json")
+    response = reviewer_api.post(decision_url(approval.pk), {"approved": True, "reason": "Eligible."}, format="json")
 
     assert response.status_code == 200
     body = response.json()
@@ -305,24 +289,24 @@ def test_approve_answers_the_decided_approval(api, reviewer):
     assert (approval.status, approval.decided_by, approval.decision_reason) == ("approved", reviewer, "Eligible.")
 
 
-def test_reject_without_a_reason(api):
+def test_reject_without_a_reason(reviewer_api):
     approval = ApprovalFactory()
 
-    response = api.post(decision_url(approval.pk), {"approved": False}, format="json")
+    response = reviewer_api.post(decision_url(approval.pk), {"approved": False}, format="json")
 
     assert response.status_code == 200
     assert response.json()["status"] == "rejected"
     assert response.json()["decision_reason"] == ""
 
 
-def test_an_approved_decision_shows_in_the_list_afterwards(api):
+def test_an_approved_decision_shows_in_the_list_afterwards(reviewer_api):
     approval = ApprovalFactory()
-    assert [row["id"] for row in api.get(LIST_URL, {"status": "pending"}).json()["results"]] == [approval.pk]
+    assert [row["id"] for row in reviewer_api.get(LIST_URL, {"status": "pending"}).json()["results"]] == [approval.pk]
 
-    api.post(decision_url(approval.pk), {"approved": True, "reason": "ok"}, format="json")
+    reviewer_api.post(decision_url(approval.pk), {"approved": True, "reason": "ok"}, format="json")
 
-    assert api.get(LIST_URL, {"status": "pending"}).json()["results"] == []
-    [row] = api.get(LIST_URL, {"status": "approved"}).json()["results"]
+    assert reviewer_api.get(LIST_URL, {"status": "pending"}).json()["results"] == []
+    [row] = reviewer_api.get(LIST_URL, {"status": "approved"}).json()["results"]
     assert (row["id"], row["decided_by"], row["decision_reason"]) == (approval.pk, "rita", "ok")
 
 
@@ -346,10 +330,10 @@ def test_an_approved_decision_shows_in_the_list_afterwards(api):
         ({"approved": True, "args": "amount=10"}, "args"),
     ],
 )
-def test_a_bad_body_is_400_naming_the_field(api, body, field):
+def test_a_bad_body_is_400_naming_the_field(reviewer_api, body, field):
     approval = ApprovalFactory()
 
-    response = api.post(decision_url(approval.pk), body, format="json")
+    response = reviewer_api.post(decision_url(approval.pk), body, format="json")
 
     assert response.status_code == 400
     assert list(response.json()) == [field]
@@ -358,23 +342,23 @@ def test_a_bad_body_is_400_naming_the_field(api, body, field):
     assert approval.status == Approval.Status.PENDING
 
 
-def test_a_body_that_is_not_an_object_is_400(api):
-    response = api.post(decision_url(ApprovalFactory().pk), [True], format="json")
+def test_a_body_that_is_not_an_object_is_400(reviewer_api):
+    response = reviewer_api.post(decision_url(ApprovalFactory().pk), [True], format="json")
 
     assert response.status_code == 400
     assert list(response.json()) == ["non_field_errors"]
 
 
-def test_a_form_body_is_415(api):
-    response = api.post(decision_url(ApprovalFactory().pk), {"approved": "true"})
+def test_a_form_body_is_415(reviewer_api):
+    response = reviewer_api.post(decision_url(ApprovalFactory().pk), {"approved": "true"})
 
     assert response.status_code == 415
 
 
-def test_edited_args_are_stored_beside_the_originals(api):
+def test_edited_args_are_stored_beside_the_originals(reviewer_api):
     approval = ApprovalFactory(args={"amount": 150.0, "order_id": "A-1001"})
 
-    response = api.post(
+    response = reviewer_api.post(
         decision_url(approval.pk), {"approved": True, "args": {"order_id": "A-1001", "amount": 100}}, format="json"
     )
 
@@ -386,10 +370,10 @@ def test_edited_args_are_stored_beside_the_originals(api):
     assert approval.edited_args == {"amount": 100, "order_id": "A-1001"}
 
 
-def test_edited_args_equal_to_the_originals_are_no_edit(api):
+def test_edited_args_equal_to_the_originals_are_no_edit(reviewer_api):
     approval = ApprovalFactory(args={"amount": 150.0, "order_id": "A-1001"})
 
-    response = api.post(
+    response = reviewer_api.post(
         decision_url(approval.pk), {"approved": True, "args": {"order_id": "A-1001", "amount": 150.0}}, format="json"
     )
 
@@ -397,10 +381,10 @@ def test_edited_args_equal_to_the_originals_are_no_edit(api):
     assert response.json()["edited_args"] is None
 
 
-def test_invalid_edited_args_are_400_naming_the_argument(api):
+def test_invalid_edited_args_are_400_naming_the_argument(reviewer_api):
     approval = ApprovalFactory()
 
-    response = api.post(
+    response = reviewer_api.post(
         decision_url(approval.pk), {"approved": True, "args": {"order_id": "A-1001", "amount": -5}}, format="json"
     )
 
@@ -414,16 +398,16 @@ def test_invalid_edited_args_are_400_naming_the_argument(api):
     assert approval.edited_args is None
 
 
-def test_edited_args_missing_a_required_argument_name_it(api):
+def test_edited_args_missing_a_required_argument_name_it(reviewer_api):
     approval = ApprovalFactory()
 
-    response = api.post(decision_url(approval.pk), {"approved": True, "args": {"amount": 20}}, format="json")
+    response = reviewer_api.post(decision_url(approval.pk), {"approved": True, "args": {"amount": 20}}, format="json")
 
     assert response.status_code == 400
     assert list(response.json()["args"]) == ["order_id"]
 
 
-def test_nested_invalid_edited_args_are_named_by_their_dotted_path(api):
+def test_nested_invalid_edited_args_are_named_by_their_dotted_path(reviewer_api):
     approval = ApprovalFactory(
         args={"items": [{"sku": "S-1"}]},
         input_schema={
@@ -434,25 +418,27 @@ def test_nested_invalid_edited_args_are_named_by_their_dotted_path(api):
         },
     )
 
-    response = api.post(decision_url(approval.pk), {"approved": True, "args": {"items": [{"sku": 7}]}}, format="json")
+    response = reviewer_api.post(
+        decision_url(approval.pk), {"approved": True, "args": {"items": [{"sku": 7}]}}, format="json"
+    )
 
     assert response.status_code == 400
     assert list(response.json()["args"]) == ["items.0.sku"]
 
 
-def test_editing_args_while_rejecting_is_400_about_args_as_a_whole(api):
+def test_editing_args_while_rejecting_is_400_about_args_as_a_whole(reviewer_api):
     approval = ApprovalFactory()
 
-    response = api.post(decision_url(approval.pk), {"approved": False, "args": {"amount": 1}}, format="json")
+    response = reviewer_api.post(decision_url(approval.pk), {"approved": False, "args": {"amount": 1}}, format="json")
 
     assert response.status_code == 400
     assert response.json() == {"args": ["Edited arguments are only accepted when approving."]}
 
 
-def test_the_requester_cannot_decide_their_own_request(api, reviewer):
+def test_the_requester_cannot_decide_their_own_request(reviewer_api, reviewer):
     approval = ApprovalFactory(requested_by=reviewer)
 
-    response = api.post(decision_url(approval.pk), {"approved": True}, format="json")
+    response = reviewer_api.post(decision_url(approval.pk), {"approved": True}, format="json")
 
     assert response.status_code == 403
     assert response.json() == {
@@ -463,21 +449,19 @@ def test_the_requester_cannot_decide_their_own_request(api, reviewer):
     assert approval.status == Approval.Status.PENDING
 
 
-def test_deciding_an_unknown_approval_is_404(api):
-    response = api.post(decision_url(999999), {"approved": True}, format="json")
+def test_deciding_an_unknown_approval_is_404(reviewer_api):
+    response = reviewer_api.post(decision_url(999999), {"approved": True}, format="json")
 
     assert response.status_code == 404
     assert response.json() == {"detail": "Approval #999999 does not exist."}
 
 
-def test_a_second_decision_is_409_saying_who_decided_and_when(api):
+def test_a_second_decision_is_409_saying_who_decided_and_when(reviewer_api, api_for):
     approval = ApprovalFactory()
-    first = client_for(ReviewerFactory(username="bob")).post(
-        decision_url(approval.pk), {"approved": True}, format="json"
-    )
+    first = api_for(ReviewerFactory(username="bob")).post(decision_url(approval.pk), {"approved": True}, format="json")
     assert first.status_code == 200
 
-    response = api.post(decision_url(approval.pk), {"approved": False, "reason": "too late"}, format="json")
+    response = reviewer_api.post(decision_url(approval.pk), {"approved": False, "reason": "too late"}, format="json")
 
     assert response.status_code == 409
     body = response.json()
@@ -488,10 +472,10 @@ def test_a_second_decision_is_409_saying_who_decided_and_when(api):
     assert (approval.status, approval.decided_by.username) == ("approved", "bob")
 
 
-def test_deciding_after_the_expiry_time_is_409(api):
+def test_deciding_after_the_expiry_time_is_409(reviewer_api):
     approval = ApprovalFactory(expires_at=timezone.now() - timedelta(minutes=1))
 
-    response = api.post(decision_url(approval.pk), {"approved": True}, format="json")
+    response = reviewer_api.post(decision_url(approval.pk), {"approved": True}, format="json")
 
     assert response.status_code == 409
     assert response.json()["code"] == "approval_expired"
@@ -501,10 +485,10 @@ def test_deciding_after_the_expiry_time_is_409(api):
     assert approval.status == Approval.Status.EXPIRED
 
 
-def test_deciding_an_expired_approval_is_409(api):
+def test_deciding_an_expired_approval_is_409(reviewer_api):
     approval = ApprovalFactory(status=Approval.Status.EXPIRED, decided_at=timezone.now())
 
-    response = api.post(decision_url(approval.pk), {"approved": True}, format="json")
+    response = reviewer_api.post(decision_url(approval.pk), {"approved": True}, format="json")
 
     assert response.status_code == 409
     assert response.json()["code"] == "approval_expired"
@@ -517,7 +501,7 @@ DECIDERS = 20
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_decisions_exactly_one_wins():
+def test_concurrent_decisions_exactly_one_wins(api_for):
     approval = ApprovalFactory()
     reviewers = [ReviewerFactory() for _ in range(DECIDERS)]
     barrier = threading.Barrier(DECIDERS)
@@ -525,7 +509,7 @@ def test_concurrent_decisions_exactly_one_wins():
 
     def decide(index: int) -> None:
         try:
-            client = client_for(reviewers[index])
+            client = api_for(reviewers[index])
             barrier.wait(timeout=30)
             response = client.post(decision_url(approval.pk), {"approved": index % 2 == 0}, format="json")
             results[index] = (response.status_code, response.json())
@@ -551,10 +535,10 @@ def test_concurrent_decisions_exactly_one_wins():
     assert ApprovalEvent.objects.filter(approval=approval, kind=ApprovalEvent.Kind.DECIDED).count() == 1
 
 
-def test_respond_gives_the_model_the_reviewers_words_instead_of_the_tool(api):
+def test_respond_gives_the_model_the_reviewers_words_instead_of_the_tool(reviewer_api):
     approval = ApprovalFactory()
 
-    response = api.post(
+    response = reviewer_api.post(
         decision_url(approval.pk), {"action": "respond", "response": "Already refunded by phone."}, format="json"
     )
 
@@ -563,12 +547,12 @@ def test_respond_gives_the_model_the_reviewers_words_instead_of_the_tool(api):
     assert (body["status"], body["action"], body["response"]) == ("rejected", "respond", "Already refunded by phone.")
 
 
-def test_terminate_stops_the_run_and_cancels_its_other_pending_approvals(api):
+def test_terminate_stops_the_run_and_cancels_its_other_pending_approvals(reviewer_api):
     approval = ApprovalFactory(run_id="run-7", call_id="c1")
     other = ApprovalFactory(run_id="run-7", call_id="c2")
     elsewhere = ApprovalFactory(run_id="run-8", call_id="c1")
 
-    response = api.post(
+    response = reviewer_api.post(
         decision_url(approval.pk), {"action": "terminate", "reason": "Looks like fraud."}, format="json"
     )
 

@@ -1,4 +1,6 @@
-"""The reviewer websocket through the real ASGI stack: origin check, session auth, group fan-out."""
+"""The reviewer websocket through the real ASGI stack: origin check, session auth, group fan-out.
+
+On the in-memory channel layer, except a request and its decision heard through the Redis layer."""
 
 from __future__ import annotations
 
@@ -7,37 +9,20 @@ from datetime import timedelta
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.conf import settings
-from django.test import Client
 from django.utils import timezone
 
-from anvia_project.asgi import application
 from approvals.models import Approval
 from approvals.services import ApprovalRequest, approval_decide, approval_expire, approval_request
 from tests.factories import ReviewerFactory, UserFactory
+from tests.support.sockets import CONNECT_TIMEOUT, RECEIVE_TIMEOUT, session_cookie_for, socket
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.redis,
+    pytest.mark.usefixtures("in_memory_channel_layer"),
+]
 
 PATH = "/ws/approvals/"
-RECEIVE_TIMEOUT = 5
-# The default 1 s is too tight for the consumer's auth and group_add on a loaded 2-core machine.
-CONNECT_TIMEOUT = 10
-
-
-@database_sync_to_async
-def session_cookie_for(user) -> str:
-    client = Client()
-    client.force_login(user)
-    return client.cookies[settings.SESSION_COOKIE_NAME].value
-
-
-def socket(*, session: str | None = None, origin: bytes | None = b"http://testserver") -> WebsocketCommunicator:
-    headers = [(b"host", b"testserver")]
-    if origin is not None:
-        headers.append((b"origin", origin))
-    if session is not None:
-        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={session}".encode()))
-    return WebsocketCommunicator(application, PATH, headers=headers)
 
 
 def refund_request(requester_id: int, call_id: str = "call_1") -> ApprovalRequest:
@@ -53,13 +38,13 @@ def refund_request(requester_id: int, call_id: str = "call_1") -> ApprovalReques
 
 async def reviewer_socket() -> tuple[WebsocketCommunicator, object]:
     reviewer = await database_sync_to_async(ReviewerFactory)()
-    communicator = socket(session=await session_cookie_for(reviewer))
+    communicator = socket(PATH, session=await session_cookie_for(reviewer))
     connected, _ = await communicator.connect(timeout=CONNECT_TIMEOUT)
     assert connected
     return communicator, reviewer
 
 
-async def test_reviewer_hears_a_request_then_its_decision():
+async def test_reviewer_hears_a_request_then_its_decision(redis_channel_layer):
     communicator, reviewer = await reviewer_socket()
     requester = await database_sync_to_async(UserFactory)(username="carol")
     # The socket is one-way; whatever a client sends is ignored and the socket stays up.
@@ -136,13 +121,13 @@ async def test_only_reviewers_may_connect(make_user):
     session = None
     if make_user is not None:
         session = await session_cookie_for(await database_sync_to_async(make_user)())
-    communicator = socket(session=session)
+    communicator = socket(PATH, session=session)
     assert await communicator.connect(timeout=CONNECT_TIMEOUT) == (False, 4403)
     await communicator.disconnect()
 
 
 async def test_a_user_who_is_refused_hears_nothing_of_later_requests():
-    refused = socket(session=await session_cookie_for(await database_sync_to_async(UserFactory)()))
+    refused = socket(PATH, session=await session_cookie_for(await database_sync_to_async(UserFactory)()))
     assert await refused.connect(timeout=CONNECT_TIMEOUT) == (False, 4403)
     watching, _ = await reviewer_socket()
     requester = await database_sync_to_async(UserFactory)()
@@ -163,7 +148,7 @@ async def test_a_user_who_is_refused_hears_nothing_of_later_requests():
 )
 async def test_a_socket_from_another_origin_is_refused_even_for_a_reviewer(origin):
     reviewer = await database_sync_to_async(ReviewerFactory)()
-    communicator = socket(session=await session_cookie_for(reviewer), origin=origin)
+    communicator = socket(PATH, session=await session_cookie_for(reviewer), origin=origin)
     connected, _ = await communicator.connect(timeout=CONNECT_TIMEOUT)
     assert not connected
     await communicator.disconnect()

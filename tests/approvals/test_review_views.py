@@ -14,22 +14,11 @@ from django.utils.html import escape
 
 from approvals.models import Approval, ApprovalEvent
 from approvals.services import approval_decide
-from tests.factories import ApprovalFactory, ReviewerFactory, UserFactory
+from tests.factories import ApprovalEventFactory, ApprovalFactory, ReviewerFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1">'
-
-
-@pytest.fixture
-def reviewer():
-    return ReviewerFactory(username="rita")
-
-
-@pytest.fixture
-def reviewer_client(client, reviewer):
-    client.force_login(reviewer)
-    return client
 
 
 def detail_url(approval: Approval) -> str:
@@ -140,7 +129,7 @@ def test_detail_shows_the_request_and_a_decision_form(reviewer_client):
         ],
         requested_by=UserFactory(username="carol"),
     )
-    ApprovalEvent.objects.create(approval=approval, kind=ApprovalEvent.Kind.REQUESTED, data={"run_id": "run-1"})
+    ApprovalEventFactory(approval=approval, kind=ApprovalEvent.Kind.REQUESTED, data={"run_id": "run-1"})
 
     response = reviewer_client.get(detail_url(approval))
 
@@ -357,9 +346,9 @@ def test_the_pages_do_not_query_once_per_row(reviewer_client):
         return len(captured)
 
     approval = ApprovalFactory()
-    ApprovalEvent.objects.create(approval=approval, kind=ApprovalEvent.Kind.REQUESTED, actor=UserFactory())
+    ApprovalEventFactory(approval=approval, kind=ApprovalEvent.Kind.REQUESTED, actor=UserFactory())
     few = {url: queries(url) for url in ("/review/", "/review/pending.json", detail_url(approval))}
     for _ in range(5):
         ApprovalFactory()
-        ApprovalEvent.objects.create(approval=approval, kind=ApprovalEvent.Kind.NOTIFIED, actor=UserFactory())
+        ApprovalEventFactory(approval=approval, kind=ApprovalEvent.Kind.NOTIFIED, actor=UserFactory())
     assert {url: queries(url) for url in few} == few

@@ -21,10 +21,11 @@ from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 from agents.models import AgentRun
 from agents.support import support_agent
 from approvals.models import Approval
-from shop.models import Order, Refund
-from tests.agents.worker_process import thread_worker, wait_until
-from tests.browser.live_server import LiveServerTestCase
-from tests.factories import PASSWORD, ReviewerFactory, UserFactory
+from shop.models import Refund
+from tests.factories import PASSWORD, OrderFactory, ReviewerFactory, UserFactory
+from tests.support.live_server import LiveServerTestCase
+from tests.support.waiting import wait_until
+from tests.support.workers import thread_worker
 
 TIMEOUT_MS = 15_000
 REASON = "Review refund of $150.00 for A-1001."
@@ -75,7 +76,7 @@ class ChatFlowInBrowserTests(LiveServerTestCase):
 
     def setUp(self):
         self.alice = UserFactory(username="alice")
-        Order.objects.create(
+        OrderFactory(
             number="A-1001", customer=self.alice, description="Espresso machine", total="249.00", status="delivered"
         )
         self.reviewer = ReviewerFactory(username="rita")

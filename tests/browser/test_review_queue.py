@@ -6,14 +6,13 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import connections
 from playwright.sync_api import Page, expect
 
 from approvals.models import Approval
 from approvals.services import ApprovalRequest, approval_decide, approval_request
-from tests.browser.live_server import LiveServerTestCase
-from tests.factories import PASSWORD, ReviewerFactory, UserFactory
+from tests.factories import PASSWORD, AdminFactory, ReviewerFactory, UserFactory
+from tests.support.live_server import LiveServerTestCase
 
 SCRIPT = "<script>window.__xss=1</script>"
 IMG = '<img src=x onerror="window.__xss=1">'
@@ -158,7 +157,7 @@ class ReviewQueueInBrowserTests(LiveServerTestCase):
 
     def test_model_written_text_stays_text_in_the_queue_and_detail(self):
         page = self.page
-        admin = get_user_model().objects.create_superuser("root", password=PASSWORD)
+        admin = AdminFactory(username="root")
         self.log_in(admin)
         self.wait_until_live()
 
@@ -189,7 +188,7 @@ class ReviewQueueInBrowserTests(LiveServerTestCase):
 
     def test_model_written_text_stays_text_in_the_admin(self):
         page = self.page
-        admin = get_user_model().objects.create_superuser("root", password=PASSWORD)
+        admin = AdminFactory(username="root")
         approval = request_approval(
             requester=UserFactory(),
             call_id="call_xss_admin",

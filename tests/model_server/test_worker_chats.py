@@ -15,11 +15,12 @@ from agents.models import AgentRun
 from agents.services import conversation_create
 from approvals.models import Approval
 from approvals.services import approval_decide
-from shop.models import Order, Refund
-from tests.agents.worker_process import purge_queues, wait_until, worker_processes
-from tests.factories import ReviewerFactory, UserFactory
+from shop.models import Refund
+from tests.factories import ReviewerFactory
 from tests.model_server.conftest import ModelServer, record_usage
 from tests.support.model_server_agents import PATHS
+from tests.support.waiting import wait_until
+from tests.support.workers import purge_queues, worker_processes
 
 pytestmark = [pytest.mark.model_server, pytest.mark.django_db(transaction=True), pytest.mark.redis]
 
@@ -43,15 +44,6 @@ def real_model_worker(model_server: ModelServer, transactional_db, redis_url, tm
         yield make("real-model", env=env).wait_ready()
 
 
-@pytest.fixture
-def alice():
-    customer = UserFactory(username="alice")
-    Order.objects.create(
-        number="A-1001", customer=customer, description="Espresso machine", total="249.00", status="delivered"
-    )
-    return customer
-
-
 def chat(api: APIClient, user, agent_name: str, content: str) -> AgentRun:
     """A new conversation with ``agent_name``, and the customer's message posted through the API."""
     conversation = conversation_create(user=user, agent_name=agent_name)
@@ -69,9 +61,8 @@ def finished(run: AgentRun) -> AgentRun:
     )
 
 
-def test_ten_consecutive_chats_in_one_worker_process_all_get_an_answer(real_model_worker, alice):
-    api = APIClient()
-    api.force_authenticate(alice)
+def test_ten_consecutive_chats_in_one_worker_process_all_get_an_answer(real_model_worker, alice, alice_api):
+    api = alice_api
     questions = [
         "Where is my order A-1001?",
         "Hello, can you help me?",
@@ -93,9 +84,10 @@ def test_ten_consecutive_chats_in_one_worker_process_all_get_an_answer(real_mode
     assert "Event loop is closed" not in real_model_worker.log_text()
 
 
-def test_a_tool_call_made_by_the_model_is_approved_runs_once_and_the_server_takes_its_result(real_model_worker, alice):
-    api = APIClient()
-    api.force_authenticate(alice)
+def test_a_tool_call_made_by_the_model_is_approved_runs_once_and_the_server_takes_its_result(
+    real_model_worker, alice, alice_api
+):
+    api = alice_api
     run = chat(api, alice, "real-model-refund", "Please refund $150 on my order A-1001.")
 
     approval = wait_until(

@@ -8,7 +8,7 @@ import time
 import pytest
 from django.db import OperationalError
 
-from tests.agents.worker_process import purge_queues, thread_worker
+from tests.support.workers import purge_queues, thread_worker
 
 pytestmark = pytest.mark.redis
 

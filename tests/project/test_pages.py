@@ -4,6 +4,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
+from tests.factories import PASSWORD, UserFactory
+
 pytestmark = pytest.mark.django_db
 
 
@@ -21,8 +23,8 @@ def test_openapi_schema_is_served(client):
 
 
 def test_login_page_logs_a_user_in(client):
-    get_user_model().objects.create_user("carol", password="a-long-password")
-    response = client.post("/accounts/login/", {"username": "carol", "password": "a-long-password"})
+    UserFactory(username="carol")
+    response = client.post("/accounts/login/", {"username": "carol", "password": PASSWORD})
     assert response.status_code == 302
     assert client.get("/").context["user"].username == "carol"
 

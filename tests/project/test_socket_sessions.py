@@ -1,6 +1,7 @@
 """Sockets end with the right to them (issue 9, item 9): a reviewer socket closes on logout and
 when the permission is withdrawn, a customer socket when the session ends. Through the real
-ASGI stack and the Redis channel layer, as the other consumer tests."""
+ASGI stack, on the in-memory channel layer (the consumer tests take one socket of each kind
+through Redis)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,12 @@ from django.contrib.sessions.models import Session
 from django.test import Client
 
 from agents.services import conversation_create
-from anvia_project.asgi import application
 from anvia_project.socket_sessions import CLOSE_FORBIDDEN, CLOSE_SIGNED_OUT
 from approvals.services import ApprovalRequest, approval_request
 from tests.factories import ReviewerFactory, UserFactory
+from tests.support.sockets import CONNECT_TIMEOUT, socket
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis]
-
-CONNECT_TIMEOUT = 10
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("in_memory_channel_layer")]
 # "Within a few seconds": the default re-check interval (5 s) plus slack for a loaded machine.
 CLOSE_WITHIN = 10
 
@@ -34,14 +33,8 @@ def signed_in_client(user) -> Client:
     return client
 
 
-def socket(path: str, client: Client) -> WebsocketCommunicator:
-    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-    headers = [(b"host", b"testserver"), (b"origin", b"http://testserver"), (b"cookie", cookie.encode())]
-    return WebsocketCommunicator(application, path, headers=headers)
-
-
 async def connected(path: str, client: Client) -> WebsocketCommunicator:
-    communicator = socket(path, client)
+    communicator = socket(path, session=client.cookies[settings.SESSION_COOKIE_NAME].value)
     ok, _ = await communicator.connect(timeout=CONNECT_TIMEOUT)
     assert ok
     return communicator
@@ -128,8 +121,7 @@ async def test_an_authorized_socket_stays_open_across_rechecks(settings):
     await communicator.disconnect()
 
 
-async def test_a_customer_socket_closes_at_once_on_logout():
-    alice = await database_sync_to_async(UserFactory)(username="alice")
+async def test_a_customer_socket_closes_at_once_on_logout(alice):
     conversation = await database_sync_to_async(conversation_create)(user=alice)
     client = await signed_in_client(alice)
     communicator = await connected(f"/ws/conversations/{conversation.pk}/", client)
@@ -142,9 +134,8 @@ async def test_a_customer_socket_closes_at_once_on_logout():
     await communicator.disconnect()
 
 
-async def test_a_customer_socket_closes_when_the_account_is_deactivated(settings):
+async def test_a_customer_socket_closes_when_the_account_is_deactivated(alice, settings):
     settings.ANVIA_SOCKET_RECHECK_SECONDS = 0.5
-    alice = await database_sync_to_async(UserFactory)(username="alice")
     conversation = await database_sync_to_async(conversation_create)(user=alice)
     client = await signed_in_client(alice)
     communicator = await connected(f"/ws/conversations/{conversation.pk}/", client)

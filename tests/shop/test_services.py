@@ -11,12 +11,12 @@ from shop.errors import OrderNotCancellable, OrderNotFound, RefundTooLarge
 from shop.models import Order, Refund
 from shop.selectors import order_summary
 from shop.services import order_cancel, refund_create
-from tests.factories import UserFactory
+from tests.factories import OrderFactory, UserFactory
 
 
 @pytest.fixture
 def order(db):
-    return Order.objects.create(number="A-1001", customer=UserFactory(), description="Machine", total=Decimal("249.00"))
+    return OrderFactory(number="A-1001", total=Decimal("249.00"))
 
 
 def test_refund_is_idempotent_by_key(order):
@@ -46,15 +46,14 @@ def test_a_customer_cannot_refund_or_cancel_someone_elses_order(order):
 def test_cancel_only_before_shipping_and_twice_is_harmless(order):
     assert order_cancel(customer_id=order.customer_id, order_number="A-1001").status == "cancelled"
     assert order_cancel(customer_id=order.customer_id, order_number="A-1001").status == "cancelled"
-    shipped = Order.objects.create(number="A-2", customer=order.customer, description="x", total=5, status="shipped")
+    shipped = OrderFactory(number="A-2", customer=order.customer, total=5, status="shipped")
     with pytest.raises(OrderNotCancellable, match="already shipped"):
         order_cancel(customer_id=shipped.customer_id, order_number="A-2")
 
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_refunds_never_exceed_the_total():
-    customer = UserFactory()
-    Order.objects.create(number="A-9", customer=customer, description="x", total="100.00")
+    customer = OrderFactory(number="A-9", total="100.00").customer
     barrier = threading.Barrier(8)
     outcomes = []
 
@@ -80,8 +79,7 @@ def test_concurrent_refunds_never_exceed_the_total():
 
 @pytest.mark.django_db(transaction=True)
 def test_the_same_call_racing_itself_refunds_once():
-    customer = UserFactory()
-    Order.objects.create(number="A-8", customer=customer, description="x", total="500.00")
+    customer = OrderFactory(number="A-8", total="500.00").customer
     barrier = threading.Barrier(6)
     ids = []
 

@@ -1,14 +1,15 @@
 """A real local HTTP server speaking the chat-completions protocol, scripted per test.
 
 ``ChatServer`` runs a stdlib ``ThreadingHTTPServer`` on 127.0.0.1 (a free port) in a thread. A test
-queues the answers it wants (``reply``, ``reply_json``, ``reply_completion``) and reads back every
-request the server received (``requests``, ``bodies``). When the queue is empty the server answers
-``fallback`` (set with ``always``), else a 418 that no client retries, so a test that expected fewer
-requests fails loudly instead of hanging.
+queues the answers it wants (``reply``, ``reply_json``, ``reply_completion``) or answers every
+request with a function of its body (``answer_with``: a model playing a part, slow or held back),
+and reads back every request the server received (``requests``, ``bodies``). When the queue is
+empty and there is no function, the server answers ``fallback`` (set with ``always``), else a 418
+that no client retries, so a test that expected fewer requests fails loudly instead of hanging.
 
-Use it as a context manager, or through the ``chat_server`` fixture::
+Use it as a context manager::
 
-    from tests.anvia.chat_server import ChatServer
+    from tests.support.chat_server import ChatServer
 
     @pytest.fixture
     def server():
@@ -21,11 +22,10 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import pytest
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,7 @@ class ChatServer:
         self._lock = threading.Lock()
         self._queue: deque[ScriptedResponse] = deque()
         self.fallback: ScriptedResponse | None = None
+        self.answer: Callable[[Any], dict[str, Any]] | None = None
         self.requests: list[ReceivedRequest] = []
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -121,6 +122,12 @@ class ChatServer:
             headers.setdefault("Content-Type", "application/json")
         raw = body.encode() if isinstance(body, str) else body
         self.fallback = ScriptedResponse(status, raw, headers)
+        return self
+
+    def answer_with(self, answer: Callable[[Any], dict[str, Any]]) -> ChatServer:
+        """Answer every request the queue does not cover with ``answer(body)``, a completion (see
+        :func:`completion`). It runs in the request's own thread, so it may take its time."""
+        self.answer = answer
         return self
 
     # -- what was received ----------------------------------------------------------------------
@@ -193,8 +200,11 @@ class ChatServer:
             self.requests.append(
                 ReceivedRequest(handler.command, handler.path, headers, raw, parsed, handler.client_address[1])
             )
+            answer = None
             if self._queue:
                 response = self._queue.popleft()
+            elif self.answer is not None:
+                answer = self.answer
             elif self.fallback is not None:
                 response = self.fallback
             else:
@@ -203,16 +213,11 @@ class ChatServer:
                     json.dumps({"error": {"message": "the test scripted no more responses", "type": "test"}}).encode(),
                     {"Content-Type": "application/json"},
                 )
+        if answer is not None:
+            response = ScriptedResponse(200, json.dumps(answer(parsed)).encode(), {"Content-Type": "application/json"})
         handler.send_response(response.status)
         for name, value in response.headers.items():
             handler.send_header(name, value)
         handler.send_header("Content-Length", str(len(response.body)))
         handler.end_headers()
         handler.wfile.write(response.body)
-
-
-@pytest.fixture
-def chat_server():
-    """A running :class:`ChatServer`, stopped after the test."""
-    with ChatServer() as server:
-        yield server

@@ -29,24 +29,10 @@ from django.conf import settings
 from django.db import connection, connections
 
 from anvia_project.celery import app
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUES = ("agents", "default")
-
-
-def wait_until(
-    predicate: Callable[[], Any], *, timeout: float, message: str, describe: Callable[[], str] | None = None
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``message`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            detail = f" Last seen: {describe()}" if describe else ""
-            raise AssertionError(f"{message} (waited {timeout:.0f} s).{detail}")
-        time.sleep(0.05)
 
 
 def purge_queues() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from django.db import connection
@@ -23,21 +22,19 @@ def refund_agent(model, executed):
     return Agent(name="support", instructions="Help.", model=model, tools=[make_refund_tool(executed)])
 
 
-def decide_when_requested(*, approved, reason="", edited_args=None, reviewer=None):
-    """A reviewer in another thread who decides the first approval as soon as it appears."""
+def decide_when_requested(waiters, *, approved, reason="", edited_args=None, reviewer=None):
+    """A reviewer in another thread who decides the first approval as soon as a run waits on it."""
     reviewer = reviewer or ReviewerFactory()
     outcome = {}
 
     def review():
         try:
-            deadline = time.monotonic() + 10
-            while not Approval.objects.exists():
-                if time.monotonic() > deadline:
-                    return
-                time.sleep(0.02)
-            approval = Approval.objects.get()
             outcome["approval"] = approval_decide(
-                approval_id=approval.pk, reviewer=reviewer, approved=approved, reason=reason, edited_args=edited_args
+                approval_id=waiters.first(timeout=10),
+                reviewer=reviewer,
+                approved=approved,
+                reason=reason,
+                edited_args=edited_args,
             )
         finally:
             connection.close()
@@ -47,10 +44,10 @@ def decide_when_requested(*, approved, reason="", edited_args=None, reviewer=Non
     return thread, outcome
 
 
-def test_an_approved_call_runs_and_the_record_says_who_asked_and_why():
+def test_an_approved_call_runs_and_the_record_says_who_asked_and_why(alice, decision_waiters):
     executed = []
-    customer = UserFactory(username="alice")
-    thread, _ = decide_when_requested(approved=True, reason="Looks right.")
+    customer = alice
+    thread, _ = decide_when_requested(decision_waiters, approved=True, reason="Looks right.")
     model = ScriptedModel([call("refund_order", order_id="A-1001", amount=150), "Refunded."])
     response = (
         refund_agent(model, executed)
@@ -71,9 +68,9 @@ def test_an_approved_call_runs_and_the_record_says_who_asked_and_why():
     assert approval.input_schema["required"] == ["order_id", "amount"]
 
 
-def test_a_rejected_call_is_skipped_and_the_model_hears_the_reviewers_reason():
+def test_a_rejected_call_is_skipped_and_the_model_hears_the_reviewers_reason(decision_waiters):
     executed = []
-    thread, _ = decide_when_requested(approved=False, reason="Customer already refunded.")
+    thread, _ = decide_when_requested(decision_waiters, approved=False, reason="Customer already refunded.")
     model = ScriptedModel([call("refund_order", order_id="A-1001", amount=150), "Sorry."])
     response = (
         refund_agent(model, executed)
@@ -89,9 +86,9 @@ def test_a_rejected_call_is_skipped_and_the_model_hears_the_reviewers_reason():
     assert response.tool_calls[0].approved is False
 
 
-def test_edited_args_run_exactly_and_the_model_is_told():
+def test_edited_args_run_exactly_and_the_model_is_told(decision_waiters):
     executed = []
-    thread, _ = decide_when_requested(approved=True, edited_args={"order_id": "A-1001", "amount": 90})
+    thread, _ = decide_when_requested(decision_waiters, approved=True, edited_args={"order_id": "A-1001", "amount": 90})
     model = ScriptedModel([call("refund_order", order_id="A-1001", amount=150), "Refunded $90."])
     response = (
         refund_agent(model, executed)
@@ -133,7 +130,7 @@ def test_past_the_block_budget_the_run_suspends_and_resumes_after_the_decision()
     assert Approval.objects.count() == 1
 
 
-def test_the_reference_style_hand_written_hook_works_with_the_runtime():
+def test_the_reference_style_hand_written_hook_works_with_the_runtime(decision_waiters):
     """The guide's hook, in Python: guard one tool by name, ask the runtime, run or skip."""
     executed = []
     customer = UserFactory()
@@ -159,7 +156,7 @@ def test_the_reference_style_hand_written_hook_works_with_the_runtime():
 
         return create_hook(on_tool_call=on_tool_call)
 
-    thread, _ = decide_when_requested(approved=True)
+    thread, _ = decide_when_requested(decision_waiters, approved=True)
     model = ScriptedModel([call("refund_order", order_id="A-7", amount=30), "Refunded."])
     refund_agent(model, executed).prompt("x").request_hook(
         create_approval_hook(user=customer, conversation_id="c-1")

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import timedelta
 
 import pytest
 import redis
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -20,7 +22,11 @@ from approvals.services import (
     approvals_expire_overdue,
     wait_for_decision,
 )
+from scripts.embedded_redis import embedded_redis, free_port
 from tests.factories import ApprovalFactory, ReviewerFactory, UserFactory
+from tests.support.waiting import redis_client_blocked
+
+WAITER = f"anvia-test-{os.getpid()}-decision-waiter"  # suites may share a Redis
 
 
 def a_request(**overrides) -> ApprovalRequest:
@@ -33,6 +39,12 @@ def a_request(**overrides) -> ApprovalRequest:
         "reject_message": "Refund was not approved.",
     }
     return ApprovalRequest(**{**values, **overrides})
+
+
+def named_channel(url: str, **options) -> RedisDecisionChannel:
+    """The decision channel the settings make, on ``url``, its connections named ``WAITER`` in
+    Redis's client list."""
+    return RedisDecisionChannel(f"{url}?client_name={WAITER}", key_prefix=settings.ANVIA_REDIS_KEY_PREFIX, **options)
 
 
 def in_thread(target, *args, **kwargs):
@@ -173,10 +185,12 @@ def test_timeout_returns_none_while_pending():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_decision_wakes_a_blocked_waiter_within_milliseconds():
+def test_a_decision_wakes_a_blocked_waiter_within_milliseconds(redis_url, monkeypatch):
+    monkeypatch.setattr("approvals.services.get_decision_channel", lambda: named_channel(redis_url))
     approval, _ = approval_request(request=a_request())
     waiter, result = in_thread(approval_wait, approval_id=approval.pk, timeout=30)
-    time.sleep(0.3)  # let the waiter block in BLPOP: the wait slice is 5 s, so only a wake-up is fast
+    # Asleep in BLPOP: the wait slice is 5 s, so only a wake-up is fast.
+    redis_client_blocked(redis.Redis.from_url(redis_url), WAITER)
     decided_at = time.perf_counter()
     approval_decide(approval_id=approval.pk, reviewer=ReviewerFactory(), approved=True, reason="ok")
     waiter.join(10)
@@ -213,26 +227,18 @@ def test_twenty_reviewers_deciding_at_once_give_one_decision_and_one_wake_up(red
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_redis_restart_while_waiting_costs_latency_never_the_decision(monkeypatch, tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-    from embedded_redis import embedded_redis, free_port
-
-    port = free_port()
-    with embedded_redis(port=port) as url:
-        channel = RedisDecisionChannel(url, slice_seconds=1.0)
+def test_redis_going_away_while_waiting_costs_latency_never_the_decision(monkeypatch):
+    with embedded_redis() as url:
+        channel = named_channel(url, slice_seconds=1.0)
         monkeypatch.setattr("approvals.services.get_decision_channel", lambda: channel)
         approval, _ = approval_request(request=a_request())
         waiter, result = in_thread(approval_wait, approval_id=approval.pk, timeout=30)
-        time.sleep(0.3)
-    # Redis is gone now: the waiter keeps re-reading the row; the decider cannot publish.
+        redis_client_blocked(redis.Redis.from_url(url), WAITER)
+    # Redis is gone now, with the waiter asleep in it: the decider cannot publish, and the waiter
+    # finds the decision when it re-reads the row.
     approval_decide(approval_id=approval.pk, reviewer=ReviewerFactory(), approved=True)
-    assert "value" not in result or result["value"].approved
-    with embedded_redis(port=port):
-        waiter.join(15)
-    assert not waiter.is_alive()
+    waiter.join(10)
+    assert not waiter.is_alive(), "the waiter never found the decision without Redis"
     assert "error" not in result, result.get("error")
     assert result["value"].approved
 
@@ -240,12 +246,6 @@ def test_a_redis_restart_while_waiting_costs_latency_never_the_decision(monkeypa
 @pytest.mark.django_db(transaction=True)
 def test_redis_down_and_back_up_between_publish_and_wait(monkeypatch):
     """The decision lands while Redis is down, the waiter blocks later: it still gets it."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-    from embedded_redis import embedded_redis, free_port
-
     port = free_port()
     channel = RedisDecisionChannel(f"redis://127.0.0.1:{port}/0", slice_seconds=1.0)
     monkeypatch.setattr("approvals.services.get_decision_channel", lambda: channel)

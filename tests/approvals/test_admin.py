@@ -392,3 +392,31 @@ def test_an_admin_action_wakes_a_waiting_run_at_once(reviewer_client, redis_url,
     assert decision.decided_by == "rita"
     # One BLPOP slice is 5 s: returning well inside it means the channel woke the waiter.
     assert outcome["returned_at"] - decided_at < 2
+
+
+@pytest.mark.django_db
+def test_respond_and_stop_the_run_from_the_admin(client):
+    reviewer = ReviewerFactory(username="ada")
+    client.force_login(reviewer)
+    answered = ApprovalFactory(run_id="r1", call_id="c1")
+    stopped = ApprovalFactory(run_id="r2", call_id="c1")
+    other_call = ApprovalFactory(run_id="r2", call_id="c2")
+
+    client.post(decide_url(answered), {"decision": "respond", "response": "Refunded by phone (RF-77)."})
+    refused = client.post(decide_url(answered), {"decision": "respond", "response": ""}, follow=True)
+    client.post(decide_url(stopped), {"decision": "terminate", "reason": "Fraud pattern."})
+
+    answered.refresh_from_db()
+    stopped.refresh_from_db()
+    other_call.refresh_from_db()
+    assert (answered.action, answered.response, answered.decided_by) == (
+        "respond",
+        "Refunded by phone (RF-77).",
+        reviewer,
+    )
+    assert any("already" in m for m in shown_messages(refused))
+    assert (stopped.action, stopped.decision_reason) == ("terminate", "Fraud pattern.")
+    assert other_call.status == "cancelled"
+    page = client.get(change_url(ApprovalFactory())).content.decode()
+    assert 'value="respond"' in page
+    assert 'value="terminate"' in page

@@ -24,6 +24,7 @@ APPROVAL_FIELDS = {
     "tool_name",
     "agent_name",
     "reason",
+    "preview",
     "args",
     "edited_args",
     "requested_by",

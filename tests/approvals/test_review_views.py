@@ -327,7 +327,7 @@ def test_a_decision_needs_approve_or_reject(reviewer_client):
     approval = ApprovalFactory()
     response = reviewer_client.post(detail_url(approval), {"reason": "hm"})
     assert response.status_code == 400
-    assert "Choose Approve or Reject." in text(response)
+    assert "Choose Approve, Reject, Respond or Stop the run." in text(response)
     assert Approval.objects.get(pk=approval.pk).is_pending
 
 
@@ -352,3 +352,30 @@ def test_the_pages_do_not_query_once_per_row(reviewer_client):
         ApprovalFactory()
         ApprovalEventFactory(approval=approval, kind=ApprovalEvent.Kind.NOTIFIED, actor=UserFactory())
     assert {url: queries(url) for url in few} == few
+
+
+def test_respond_needs_the_words_the_agent_receives(reviewer_client):
+    approval = ApprovalFactory()
+
+    response = reviewer_client.post(detail_url(approval), {"decision": "respond", "response": "  "})
+
+    assert response.status_code == 400
+    page = text(response)
+    assert "Write what the model should receive instead of the tool&#x27;s result." in page
+    assert 'id="id_response"' in page
+    assert Approval.objects.get(pk=approval.pk).is_pending
+
+
+def test_respond_and_stop_the_run_from_the_page(reviewer_client):
+    answered, stopped = ApprovalFactory(run_id="r1", call_id="c1"), ApprovalFactory(run_id="r2", call_id="c1")
+    other_call = ApprovalFactory(run_id="r2", call_id="c2")
+
+    reviewer_client.post(detail_url(answered), {"decision": "respond", "response": "Refunded by phone (RF-77)."})
+    reviewer_client.post(detail_url(stopped), {"decision": "terminate", "reason": "Fraud pattern."})
+
+    answered.refresh_from_db()
+    stopped.refresh_from_db()
+    other_call.refresh_from_db()
+    assert (answered.action, answered.response) == ("respond", "Refunded by phone (RF-77).")
+    assert (stopped.action, stopped.decision_reason) == ("terminate", "Fraud pattern.")
+    assert other_call.status == "cancelled"

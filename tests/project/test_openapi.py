@@ -47,12 +47,16 @@ def test_the_schema_documents_the_approvals_endpoints(served_schema):
 
     request_ref = decision["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     request = served_schema["components"]["schemas"][request_ref.rsplit("/", 1)[1]]
-    assert request["required"] == ["approved"]
+    # Neither is required alone: one of action / approved is (checked by the view, 400 naming action).
+    assert "required" not in request
     assert request["properties"]["approved"]["type"] == "boolean"
-    assert set(request["properties"]) == {"approved", "reason", "args"}
+    action_ref = request["properties"]["action"]["allOf"][0]["$ref"]
+    action = served_schema["components"]["schemas"][action_ref.rsplit("/", 1)[1]]
+    assert set(action["enum"]) == {"approve", "reject", "respond", "terminate"}
+    assert set(request["properties"]) == {"action", "approved", "reason", "response", "args"}
 
     assert "events" in schema_of(detail, "200")["properties"]
     assert "events" in schema_of(decision, "200")["properties"]
-    assert set(schema_of(decision, "400")["properties"]) >= {"approved", "reason", "args"}
+    assert set(schema_of(decision, "400")["properties"]) >= {"action", "approved", "reason", "response", "args"}
     assert set(schema_of(decision, "409")["properties"]) >= {"detail", "code", "status", "decided_by", "decided_at"}
     assert schema_of(decision, "403")["required"] == ["detail"]

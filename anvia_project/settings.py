@@ -206,8 +206,9 @@ CELERY_BEAT_SCHEDULE = {
 # Limits on what one customer can ask of the workers (README "Configuration").
 ANVIA_CHAT_MESSAGES_PER_MINUTE = env.int("ANVIA_CHAT_MESSAGES_PER_MINUTE", default=10)
 ANVIA_API_MAX_BODY_BYTES = env.int("ANVIA_API_MAX_BODY_BYTES", default=256 * 1024)
-# How often an open websocket re-checks its session (and a reviewer's permission).
-ANVIA_SOCKET_RECHECK_SECONDS = env.float("ANVIA_SOCKET_RECHECK_SECONDS", default=5.0)
+# How often an open websocket re-checks its session (and a reviewer's permission) as a safety net:
+# logout, and changes to a user's rights (permissions, groups, account), reach its sockets at once.
+ANVIA_SOCKET_RECHECK_SECONDS = env.float("ANVIA_SOCKET_RECHECK_SECONDS", default=60.0)
 
 # A task blocked on an approval is not acknowledged; Redis must not redeliver it meanwhile.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(max(3600, ANVIA_APPROVAL_BLOCK_SECONDS * 4))}

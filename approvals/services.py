@@ -15,7 +15,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from anvia.core.decisions import DecisionError, decision_action
 from approvals.decision_channels import get_decision_channel
+from approvals.arg_schema import schema_error_text
 from approvals.errors import (
     AlreadyDecided,
     ApprovalError,
@@ -332,26 +334,12 @@ def approval_decide(
 
 
 def _decision_action(*, approved: bool | None, action: str | None, response: str, edited_args: Any) -> str:
-    """The action a decision takes, or ``InvalidDecision`` naming what is missing or wrong."""
-    if action is None:
-        if approved is None:
-            raise InvalidDecision("Say what to do: approve, reject, respond or terminate.", {"action": "Required."})
-        action = Approval.Action.APPROVE if approved else Approval.Action.REJECT
-    elif action not in Approval.Action.values:
-        raise InvalidDecision(
-            f"{action!r} is not an action.", {"action": "Must be approve, reject, respond or terminate."}
-        )
-    elif approved is not None and approved != (action == Approval.Action.APPROVE):
-        raise InvalidDecision(
-            "approved and action disagree.", {"action": f"{action!r} does not go with approved={approved}."}
-        )
-    if action == Approval.Action.RESPOND and not response.strip():
-        message = "Write what the model should receive instead of the tool's result."
-        raise InvalidDecision(message, {"response": message})
-    if edited_args is not None and action != Approval.Action.APPROVE:
-        message = "Edited arguments are only accepted when approving."
-        raise InvalidEditedArgs(message, {"args": message})
-    return action
+    """``anvia.core.decisions.decision_action``, refusing as this app's ``InvalidDecision`` (400)."""
+    try:
+        return decision_action(approved=approved, action=action, response=response, edited=edited_args is not None)
+    except DecisionError as error:
+        refused = InvalidEditedArgs if error.field == "args" else InvalidDecision
+        raise refused(str(error), {error.field: str(error)}) from None
 
 
 def _validated_edit(approval: Approval, edited_args: Any) -> dict[str, Any]:
@@ -365,9 +353,10 @@ def _validated_edit(approval: Approval, edited_args: Any) -> dict[str, Any]:
             path = [str(part) for part in error.path]
             missing = _missing_field(error)
             name = ".".join([*path, missing] if missing else path)
-            fields.setdefault(f"args.{name}" if name else "args", error.message)
-        listed = "; ".join(f"{name}: {message}" for name, message in fields.items())
-        raise InvalidEditedArgs(f"The edited arguments are not valid: {listed}.", fields)
+            top = missing if not path else path[0] if len(path) == 1 else None
+            fields.setdefault(f"args.{name}" if name else "args", schema_error_text(schema, error, field_name=top))
+        listed = " ".join(message if message.endswith(".") else message + "." for message in fields.values())
+        raise InvalidEditedArgs(f"The edited arguments are not valid: {listed}", fields)
     return json.loads(canonical_json(edited_args))
 
 

@@ -15,13 +15,15 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from anvia.core.decisions import ACTIONS as ACTIONS  # re-exported: the store interface speaks of them
+from anvia.core.decisions import Action, DecisionError
+from anvia.core.decisions import decision_action as check_decision
+
 Status = Literal["pending", "approved", "rejected", "expired", "cancelled"]
 # What a decision does: run the tool (``approve``), refuse it (``reject``, the model hears the
 # reject message and the reason), answer the model in its place (``respond``), or end the whole
-# run (``terminate``; the run's other pending requests are cancelled). Only ``approve`` is
-# status "approved"; the other three are "rejected", told apart by the record's ``action``.
-Action = Literal["approve", "reject", "respond", "terminate"]
-ACTIONS: tuple[Action, ...] = ("approve", "reject", "respond", "terminate")
+# run (``terminate``; the run's other pending requests are cancelled): ``anvia.core.decisions``.
+# Only ``approve`` is status "approved"; the other three are "rejected", told apart by ``action``.
 
 
 @dataclass(frozen=True)
@@ -109,19 +111,11 @@ class AlreadyDecided(StoreError):
 
 
 def decision_action(*, approved: bool | None = None, action: str | None = None, response: str = "") -> Action:
-    """The action a decision takes (``approved=True/False`` is short for approve / reject), or
-    ``InvalidDecision`` naming the field that is missing or wrong."""
-    if action is None:
-        if approved is None:
-            raise InvalidDecision("Say what to do: approve, reject, respond or terminate.", field="action")
-        return "approve" if approved else "reject"
-    if action not in ACTIONS:
-        raise InvalidDecision(f"{action!r} is not an action: approve, reject, respond or terminate.", field="action")
-    if approved is not None and approved != (action == "approve"):
-        raise InvalidDecision(f"approved={approved} does not go with action {action!r}.", field="action")
-    if action == "respond" and not (response or "").strip():
-        raise InvalidDecision("Write what the model should receive instead of the tool's result.", field="response")
-    return action
+    """``anvia.core.decisions.decision_action``, refusing as ``InvalidDecision`` (a 400 in Studio)."""
+    try:
+        return check_decision(approved=approved, action=action, response=response)
+    except DecisionError as error:
+        raise InvalidDecision(str(error), field=error.field) from None
 
 
 @runtime_checkable

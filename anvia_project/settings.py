@@ -197,6 +197,15 @@ ANVIA_RUN_QUEUED_RETRY_SECONDS = env.float("ANVIA_RUN_QUEUED_RETRY_SECONDS", def
 # the model is told so instead.
 ANVIA_APPROVAL_MAX_PENDING_PER_USER = env.int("ANVIA_APPROVAL_MAX_PENDING_PER_USER", default=20)
 
+# Telling reviewers who do not have the queue open (approvals/notifications.py): email through
+# Django's email backend (EMAIL_URL: consolemail:// prints them, smtp+tls://user:pass@host:587 sends),
+# links to ANVIA_PUBLIC_URL, and optionally a Slack-compatible incoming webhook.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Anvia <anvia@localhost>")
+ANVIA_PUBLIC_URL = env.str("ANVIA_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+ANVIA_SLACK_WEBHOOK_URL = env.str("ANVIA_SLACK_WEBHOOK_URL", default="")
+ANVIA_WEBHOOK_TIMEOUT_SECONDS = env.float("ANVIA_WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+
 CELERY_BEAT_SCHEDULE = {
     "expire-overdue-approvals": {"task": "approvals.expire_overdue", "schedule": 60.0},
     "recover-orphaned-runs": {"task": "agents.tasks.recover_orphaned_runs", "schedule": ANVIA_RUN_SWEEP_SECONDS},

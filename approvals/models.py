@@ -108,3 +108,13 @@ class ApprovalEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ReviewerPreference(models.Model):
+    """How one reviewer wants to hear about new requests beyond the open queue page."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reviewer_preference")
+    email = models.BooleanField(default=True, help_text="Email me when a request I may decide is waiting.")
+
+    def __str__(self) -> str:
+        return f"{self.user} (email {'on' if self.email else 'off'})"

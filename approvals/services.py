@@ -205,6 +205,17 @@ def _check_pending_limit(request: ApprovalRequest) -> None:
 def _announce_request(approval: Approval) -> None:
     notify_reviewers("approval.created", approval)
     ApprovalEvent.objects.create(approval=approval, kind=ApprovalEvent.Kind.NOTIFIED)
+    approval_notify_away_reviewers(approval_id=approval.pk)
+
+
+def approval_notify_away_reviewers(*, approval_id: int) -> None:
+    """Queue the email (and the webhook, when one is set) for reviewers without the queue open,
+    after commit: the tasks retry on their own, and nothing they do can fail the request."""
+    from approvals.tasks import email_reviewers, post_webhook
+
+    transaction.on_commit(lambda: email_reviewers.delay(approval_id), robust=True)
+    if settings.ANVIA_SLACK_WEBHOOK_URL:
+        transaction.on_commit(lambda: post_webhook.delay(approval_id), robust=True)
 
 
 def approval_wait(*, approval_id: int, timeout: float | None) -> Decision | None:

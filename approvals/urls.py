@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from django.urls import path
 
-from approvals import views
+from approvals import reviewer_settings, views
 
 app_name = "review"
 urlpatterns = [
     path("", views.approval_queue, name="queue"),
     path("pending.json", views.approval_queue_json, name="pending"),
     path("<int:approval_id>/", views.approval_detail, name="detail"),
+    path("settings/", reviewer_settings.reviewer_settings, name="settings"),
 ]

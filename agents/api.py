@@ -97,10 +97,14 @@ class RunEventSerializer(serializers.ModelSerializer):
     data = serializers.DictField(read_only=True, help_text="The framework's event data, as recorded.")
     kind = serializers.SerializerMethodField(help_text="How the chat shows it; null for bookkeeping it hides.")
     text = serializers.SerializerMethodField(help_text="The event in plain words, as the chat shows it.")
+    key = serializers.SerializerMethodField(
+        help_text="Events with the same non-empty key are one line (a resumed run repeats its pending calls): "
+        "show the first."
+    )
 
     class Meta:
         model = RunEvent
-        fields = ["type", "data", "kind", "text", "created_at"]
+        fields = ["type", "data", "kind", "text", "key", "created_at"]
         read_only_fields = fields
 
     def get_kind(self, event: RunEvent) -> str | None:
@@ -110,6 +114,10 @@ class RunEventSerializer(serializers.ModelSerializer):
     def get_text(self, event: RunEvent) -> str | None:
         item = timeline_item(event.type, event.data)
         return item.text if item else None
+
+    def get_key(self, event: RunEvent) -> str:
+        item = timeline_item(event.type, event.data)
+        return item.key if item else ""
 
 
 class RunSerializer(serializers.ModelSerializer):

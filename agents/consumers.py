@@ -60,7 +60,7 @@ class ConversationConsumer(SessionBoundConsumer, AsyncJsonWebsocketConsumer):
                 "run_id": event["run_id"],
                 "event": event["event"],
                 "data": event.get("data", {}),
-                "item": {"kind": item.kind, "text": item.text} if item else None,
+                "item": {"kind": item.kind, "text": item.text, "key": item.key} if item else None,
             }
         )
 

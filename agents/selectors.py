@@ -6,15 +6,13 @@ Every lookup takes the user: another customer's conversation or run is "does not
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 
 from agents.models import AgentRun, Conversation, Message, RunEvent
-
-VALUE_PREVIEW_CHARS = 200
+from agents.plain_words import say
 
 RUN_STATUS_TEXT = {
     AgentRun.Status.QUEUED: "The agent is working…",
@@ -92,6 +90,9 @@ def run_is_finished(run: AgentRun) -> bool:
 class TimelineItem:
     kind: str
     text: str
+    # Events a resumed run repeats (the framework announces a pending call again) share a key: the
+    # page shows one line per key, live and reloaded alike.
+    key: str = ""
 
 
 @dataclass
@@ -147,35 +148,49 @@ def conversation_turns(*, conversation: Conversation) -> list[Turn]:
 
 
 def run_timeline(events) -> list[TimelineItem]:
-    return [item for event in events if (item := timeline_item(event.type, event.data)) is not None]
+    items: list[TimelineItem] = []
+    seen: set[str] = set()
+    for event in events:
+        item = timeline_item(event.type, event.data)
+        if item is None or (item.key and item.key in seen):
+            continue
+        seen.add(item.key)
+        items.append(item)
+    return items
+
+
+REPEATED_ON_RESUME = ("tool_call", "approval_requested", "approval_decided", "tool_result")
 
 
 def timeline_item(event_type: str, data: Any) -> TimelineItem | None:
-    """What a customer is shown for one run event; ``None`` for bookkeeping they need not see."""
+    """What a customer is shown for one run event, in plain words (no tool names, no raw fields:
+    each tool's own words come from ``agents.plain_words``); ``None`` for what they need not see."""
     data = data if isinstance(data, dict) else {}
-    tool = str(data.get("tool_name") or "a tool")
+    item = _plain_item(event_type, data)
+    if item is None:
+        return None
+    call_id = data.get("call_id")
+    if event_type in REPEATED_ON_RESUME and isinstance(call_id, str) and call_id:
+        return TimelineItem(item.kind, item.text, f"{event_type}:{call_id}")
+    if event_type == "suspended" and isinstance(data.get("pending"), list):
+        return TimelineItem(item.kind, item.text, "suspended:" + ",".join(map(str, sorted(map(str, data["pending"])))))
+    return item
+
+
+def _plain_item(event_type: str, data: dict) -> TimelineItem | None:
+    tool = str(data.get("tool_name") or "")
+    args = data.get("args") if isinstance(data.get("args"), dict) else {}
     if event_type == "tool_call":
-        arguments = _describe_value(data.get("args"))
-        return TimelineItem("tool_call", f"Calling {tool}" + (f": {arguments}" if arguments else ""))
+        return TimelineItem("tool_call", say(tool, "doing", args) or "Working on your request…")
     if event_type == "approval_requested":
-        reason = str(data.get("reason") or "").strip() or f"{tool} needs approval."
-        return TimelineItem("waiting", f"Waiting for a reviewer: {reason}")
+        asking = say(tool, "asking", args) or "A staff member needs to approve the next step"
+        return TimelineItem("waiting", asking + ".")
     if event_type == "approval_decided":
-        message = str(data.get("message") or "").strip()
-        if data.get("action") == "terminate":
-            return TimelineItem("rejected", "A staff member stopped this request.")
-        if data.get("action") == "respond":
-            return TimelineItem("approved", "A staff member answered instead.")
-        if data.get("approved"):
-            # The reviewer's note is for the model (it names arguments); the customer reads the answer.
-            return TimelineItem(
-                "approved", "Approved by a reviewer, with a change" if message else "Approved by a reviewer"
-            )
-        return TimelineItem("rejected", f"Not approved: {message}" if message else "Not approved.")
+        return _decision_item(data)
     if event_type == "tool_result":
         return _tool_result_item(tool, data)
     if event_type == "suspended":
-        return TimelineItem("waiting", "Paused until a reviewer decides; the agent carries on then.")
+        return TimelineItem("waiting", "Paused until a staff member decides; the agent carries on then.")
     if event_type == "error":
         return TimelineItem("error", ERROR_TEXT.get(str(data.get("kind")), ERROR_FALLBACK_TEXT))
     if event_type == "text" and not data.get("final") and data.get("text"):
@@ -183,34 +198,40 @@ def timeline_item(event_type: str, data: Any) -> TimelineItem | None:
     return None
 
 
-def _tool_result_item(tool: str, data: dict) -> TimelineItem:
+def _decision_item(data: dict) -> TimelineItem | None:
+    message = str(data.get("message") or "").strip()
+    if data.get("action") == "terminate":
+        return TimelineItem("rejected", "A staff member stopped this request.")
+    if data.get("action") == "respond":
+        return TimelineItem("approved", "A staff member answered instead.")
+    if data.get("approved"):
+        # The line of what was done says "Approved — …"; the reviewer's note is for the model (it
+        # names arguments): the customer only learns that something was changed.
+        return TimelineItem("approved", "A staff member approved it with a change.") if message else None
+    return TimelineItem("rejected", f"Not approved: {message}" if message else "Not approved.")
+
+
+def _tool_result_item(tool: str, data: dict) -> TimelineItem | None:
     outcome = data.get("outcome")
     message = str(data.get("message") or "").strip()
+    approved = bool(data.get("requires_approval"))
     if outcome == "ran":
-        result = _describe_value(data.get("result"))
-        return TimelineItem("result", f"{tool} finished" + (f": {result}" if result else "."))
+        done = say(tool, "done", data.get("result"))
+        if approved:
+            return TimelineItem("result", f"Approved — {done}." if done else "Approved — done.")
+        return TimelineItem("result", _sentence(done)) if done else None
     if outcome == "responded":
-        return TimelineItem("result", f"{tool} was answered by a staff member.")
+        return None  # the decision's line said so
     if outcome == "skipped":
-        # The reason was shown with the decision that caused it.
-        return TimelineItem("skipped", f"{tool} was not run.")
+        # With approval, the decision's line gave the reason.
+        return None if approved else TimelineItem("skipped", "This step was skipped.")
     if outcome == "invalid":
-        return TimelineItem("error", f"The agent asked {tool} for something it could not do: {message}")
-    return TimelineItem("error", f"{tool} did not work: {message}" if message else f"{tool} did not work.")
+        # The framework's message names the tool and its fields: for the model, not the customer.
+        return TimelineItem("error", "The agent asked for something it could not do, and is trying again.")
+    prefix = "Approved, but it could not be done" if approved else "That did not work"
+    return TimelineItem("error", f"{prefix}: {message}" if message else f"{prefix}.")
 
 
-def _describe_value(value: Any) -> str:
-    if value is None or value == {} or value == []:
-        return ""
-    if isinstance(value, dict):
-        # Sorted: PostgreSQL's jsonb does not keep key order, and a reload must read like live.
-        text = ", ".join(f"{key}: {_scalar(value[key])}" for key in sorted(value))
-    else:
-        text = _scalar(value)
-    return text if len(text) <= VALUE_PREVIEW_CHARS else text[: VALUE_PREVIEW_CHARS - 1] + "…"
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+def _sentence(text: str) -> str:
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "…", "!", "?")) else text + "."

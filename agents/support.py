@@ -7,10 +7,12 @@ only ever touches that customer's orders.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from agents.llm import SettingsModel
+from agents.plain_words import ToolWords, tool_words
 from anvia import Agent, Approval, ToolContext, ToolError, create_tool
 from approvals.selectors import approvals_pending_with_arg
 from shop import services as shop
@@ -129,6 +131,32 @@ cancel_order = create_tool(
         reject_message="Cancellation was not approved.",
     ),
     execute=cancel,
+)
+
+
+def _money(value: Any) -> str:
+    return f"${Decimal(str(value)):,.2f}"
+
+
+def _refund_made(result: dict) -> str:
+    return f"refund {result['refund_id']} made: {_money(result['amount'])} back for order {result['order_id']}"
+
+
+tool_words(
+    lookup_order=ToolWords(
+        doing=lambda args: f"Checking your order {args['order_id']}…",
+        done=lambda order: f"Found order {order['order_id']} ({order['status']})",
+    ),
+    refund_order=ToolWords(
+        doing=lambda args: f"Preparing a {_money(args['amount'])} refund for order {args['order_id']}…",
+        asking=lambda args: f"A staff member needs to approve this {_money(args['amount'])} refund",
+        done=_refund_made,
+    ),
+    cancel_order=ToolWords(
+        doing=lambda args: f"Cancelling order {args['order_id']}…",
+        asking=lambda args: f"A staff member needs to approve cancelling order {args['order_id']}",
+        done=lambda result: f"order {result['order_id']} cancelled",
+    ),
 )
 
 support_agent = Agent(

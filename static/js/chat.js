@@ -104,10 +104,16 @@
     line.hidden = !text;
   }
 
+  // A resumed run announces its pending calls again: one line per key (as the server renders it).
   function addStep(turn, item) {
     if (!item || typeof item.text !== "string") return;
     const kind = KIND.test(String(item.kind)) ? item.kind : "note";
-    turn.querySelector(".timeline").append(element("li", item.text, "step " + kind));
+    const timeline = turn.querySelector(".timeline");
+    const key = typeof item.key === "string" ? item.key : "";
+    if (key && Array.from(timeline.children).some((line) => line.dataset.key === key)) return;
+    const line = element("li", item.text, "step " + kind);
+    if (key) line.dataset.key = key;
+    timeline.append(line);
   }
 
   // The answer as the model writes it: pieces (text_delta events, never saved) grow a draft
@@ -234,7 +240,7 @@
     const recorded = new Set();
     for (const event of run.events) {
       recorded.add(signature(event.type, event.data));
-      if (event.text) addStep(turn, { kind: event.kind, text: event.text });
+      if (event.text) addStep(turn, { kind: event.kind, text: event.text, key: event.key });
     }
     if (FINISHED.has(run.status)) finish(turn, run.status, run.answer);
     else setRunStatus(turn, String(run.status));

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models.functions import Coalesce, Greatest
 
 from agents.models import AgentRun, Conversation, Message, RunEvent
 from agents.plain_words import say
@@ -34,9 +35,41 @@ ERROR_TEXT = {
 ERROR_FALLBACK_TEXT = "The agent stopped because of an error."
 
 
+# What the conversation list says of a conversation: its last run's state, in the customer's words.
+CONVERSATION_STATUS = {
+    AgentRun.Status.QUEUED: ("working", "Working"),
+    AgentRun.Status.RUNNING: ("working", "Working"),
+    AgentRun.Status.WAITING_FOR_APPROVAL: ("waiting", "Waiting for a reviewer"),
+    AgentRun.Status.SUSPENDED: ("waiting", "Waiting for a reviewer"),
+    AgentRun.Status.SUCCEEDED: ("answered", "Answered"),
+    AgentRun.Status.FAILED: ("failed", "Failed"),
+    AgentRun.Status.STOPPED: ("stopped", "Stopped by a staff member"),
+}
+NO_RUN_STATUS = ("new", "No messages yet")
+
+
 def conversation_list(*, user) -> QuerySet[Conversation]:
-    """The user's conversations, the most recently active first."""
-    return Conversation.objects.filter(user=user).order_by("-updated_at", "-id")
+    """The user's conversations, the most recently active first, each with ``last_run_status`` and
+    ``last_activity`` (the latest of its last message and its last run's progress)."""
+    last_run = AgentRun.objects.filter(conversation=OuterRef("pk")).order_by("-created_at")
+    return (
+        Conversation.objects.filter(user=user)
+        .annotate(
+            last_run_status=Subquery(last_run.values("status")[:1]),
+            last_run_at=Subquery(
+                last_run.annotate(at=Coalesce("finished_at", "suspended_at", "started_at", "created_at")).values("at")[
+                    :1
+                ]
+            ),
+        )
+        .annotate(last_activity=Greatest("updated_at", Coalesce("last_run_at", "updated_at")))
+        .order_by("-last_activity", "-id")
+    )
+
+
+def conversation_status(conversation: Conversation) -> tuple[str, str]:
+    """``(kind, words)`` for the list: working, waiting for a reviewer, answered, failed, stopped."""
+    return CONVERSATION_STATUS.get(getattr(conversation, "last_run_status", None), NO_RUN_STATUS)
 
 
 def conversation_get(*, user, conversation_id: int) -> Conversation:

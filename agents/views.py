@@ -7,10 +7,14 @@ over the websocket) without changing what a reload shows.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.timesince import timesince
 from django.views.decorators.http import require_http_methods, require_POST
 
 from agents.models import Conversation
@@ -19,6 +23,7 @@ from agents.selectors import (
     RUN_STATUS_TEXT,
     conversation_get,
     conversation_list,
+    conversation_status,
     conversation_turns,
     run_error_visible_to,
 )
@@ -33,11 +38,11 @@ LIST_LIMIT = 200
 @require_http_methods(["GET"])
 def conversation_index(request: HttpRequest) -> HttpResponse:
     conversations = conversation_list(user=request.user)
-    return render(
-        request,
-        "agents/conversation_list.html",
-        {"conversations": conversations[:LIST_LIMIT], "total": conversations.count()},
-    )
+    shown = [
+        (conversation, *conversation_status(conversation), _ago(conversation.last_activity))
+        for conversation in conversations[:LIST_LIMIT]
+    ]
+    return render(request, "agents/conversation_list.html", {"conversations": shown, "total": conversations.count()})
 
 
 @login_required
@@ -83,11 +88,18 @@ def _render_detail(
         "content": content,
         "error": error,
         "max_chars": MAX_MESSAGE_CHARS,
+        "max_chars_text": f"{MAX_MESSAGE_CHARS:,}",
         "working": any(not turn.finished for turn in turns),
         "show_run_errors": run_error_visible_to(request.user),
         "status_texts": {str(status): text for status, text in RUN_STATUS_TEXT.items()},
     }
     return render(request, "agents/conversation_detail.html", context, status=status)
+
+
+def _ago(moment) -> str:
+    if timezone.now() - moment < timedelta(minutes=1):
+        return "just now"
+    return f"{timesince(moment)} ago"
 
 
 def _model_name(agent_name: str) -> str:

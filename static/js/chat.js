@@ -366,9 +366,42 @@
       form.requestSubmit();
     }
   });
+  // The limit is the server's (in characters, as Python counts them: code points, not UTF-16 units).
+  // The count shows from 90 % of it; past it, the message says by how much and Send stays off.
+  const maxChars = Number(input.dataset.maxChars) || 0;
+  const counter = document.getElementById("char-count");
+
+  function overLimitText(length) {
+    const over = length - maxChars;
+    return "Your message is " + length.toLocaleString("en-US") + " characters, " + over.toLocaleString("en-US") +
+      " over the " + maxChars.toLocaleString("en-US") + " limit. Shorten it to send.";
+  }
+
+  function countCharacters() {
+    if (!maxChars || !counter) return 0;
+    const length = Array.from(input.value.trim()).length;
+    const near = length >= maxChars * 0.9;
+    counter.hidden = !near;
+    counter.textContent = near ? length.toLocaleString("en-US") + " / " + maxChars.toLocaleString("en-US") : "";
+    counter.classList.toggle("over", length > maxChars);
+    return length;
+  }
+
+  form.addEventListener("submit", (event) => {
+    const length = countCharacters();
+    if (maxChars && length > maxChars) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+      showFormError(overLimitText(length));
+    }
+  }, true);
+
   input.addEventListener("input", () => {
-    if (!formError.hidden) showFormError("");
+    const length = countCharacters();
+    if (maxChars && length > maxChars) showFormError(overLimitText(length));
+    else if (!formError.hidden) showFormError("");
   });
+  countCharacters();
   window.scrollTo({ top: document.documentElement.scrollHeight });
   live = window.AnviaLiveSocket.open({
     path: log.dataset.socketPath,

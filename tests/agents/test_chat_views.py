@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from agents.models import AgentRun, Conversation, Message
 from agents.services import conversation_create, conversation_post_message, run_execute
 from approvals.models import Approval
 from approvals.services import approval_decide
-from tests.factories import MessageFactory, ReviewerFactory, RunEventFactory, UserFactory
+from tests.factories import (
+    AgentRunFactory,
+    ConversationFactory,
+    MessageFactory,
+    ReviewerFactory,
+    RunEventFactory,
+    UserFactory,
+)
 
 SCRIPT = "<script>window.__xss=1</script>"
 
@@ -47,7 +56,7 @@ def test_the_list_shows_only_my_conversations_most_recent_first(client, alice):
     response = client.get("/chat/")
 
     assert response.status_code == 200
-    assert list(response.context["conversations"]) == [newer, older]
+    assert [conversation for conversation, *_ in response.context["conversations"]] == [newer, older]
     html = response.content.decode()
     assert html.index("Refund please") < html.index("Where is my grinder?")
     assert "Bob&#x27;s secret" not in html
@@ -219,3 +228,36 @@ def test_the_history_escapes_what_customers_and_models_wrote(client, alice, queu
         assert f"{shown}&lt;script&gt;" in html
     assert "Answer &lt;script&gt;" in html
     assert "Thinking &lt;script&gt;" in html
+
+
+@pytest.mark.django_db
+def test_each_conversation_in_the_list_shows_its_last_run_s_status(client, alice):
+    statuses = {
+        "Where is A-1001?": [AgentRun.Status.SUCCEEDED],
+        "Refund A-1004": [AgentRun.Status.SUCCEEDED, AgentRun.Status.WAITING_FOR_APPROVAL],
+        "Cancel A-1003": [AgentRun.Status.SUSPENDED],
+        "Hello": [AgentRun.Status.FAILED],
+        "Big refund": [AgentRun.Status.STOPPED],
+        "Thinking": [AgentRun.Status.RUNNING],
+    }
+    for title, runs in statuses.items():
+        conversation = ConversationFactory(user=alice, title=title)
+        for status in runs:
+            AgentRunFactory(user=alice, conversation=conversation, status=status)
+    ConversationFactory(user=alice, title="Empty")
+    Conversation.objects.filter(title="Empty").update(updated_at=timezone.now() - timedelta(hours=3))
+    client.force_login(alice)
+
+    text = page_text(client.get(reverse("chat:index")))
+
+    for title, said in [
+        ("Where is A-1001?", "Answered · active just now"),
+        ("Refund A-1004", "Waiting for a reviewer · active just now"),
+        ("Cancel A-1003", "Waiting for a reviewer · active just now"),
+        ("Hello", "Failed · active just now"),
+        ("Big refund", "Stopped by a staff member · active just now"),
+        ("Thinking", "Working · active just now"),
+        ("Empty", "No messages yet · active 3 hours ago"),
+    ]:
+        assert f"{title} {said}" in text
+    assert text.index("Thinking") < text.index("Empty")  # the least recently active last

@@ -25,18 +25,21 @@ from django.views.decorators.http import require_POST
 from approvals.errors import AlreadyDecided, ApprovalError, ApprovalExpired
 from approvals.forms import DecisionForm
 from approvals.models import Approval, ApprovalEvent
-from approvals.selectors import preview_shown
-from approvals.services import approval_decide, approval_decide_refusal, reviewer_can_decide
+from approvals.selectors import approval_outcome, preview_shown
+from approvals.services import approval_decide_refusal, approvals_decide_each, reviewer_can_decide
 
 REASON_PREVIEW_CHARS = 80
 BULK_REASONS = {True: "Approved in bulk from the admin", False: "Rejected in bulk from the admin"}
 STATUS_COLOURS = {
-    Approval.Status.PENDING: "#b26a00",
+    Approval.Status.PENDING: "#8a5a00",  # white on it: 5.9:1 (the old #b26a00 was 4.24:1, under AA)
     Approval.Status.APPROVED: "#2e7d32",
     Approval.Status.REJECTED: "#c62828",
     Approval.Status.EXPIRED: "#616161",
     Approval.Status.CANCELLED: "#616161",
 }
+
+
+TONE_COLOURS = {"ok": "#2e7d32", "bad": "#c62828", "pending": STATUS_COLOURS[Approval.Status.PENDING]}
 
 
 def pretty_json(value: Any) -> str:
@@ -92,6 +95,7 @@ class ApprovalEventInline(admin.TabularInline):
 @admin.register(Approval)
 class ApprovalAdmin(admin.ModelAdmin):
     list_display = ("id", "status_badge", "tool_name", "requester", "age", "reason_preview", "decider")
+    list_per_page = 50
     list_display_links = ("id", "tool_name")
     list_filter = ("status", "tool_name", "agent_name")
     search_fields = ("reason", "tool_name", "requested_by__username", "run_id", "call_id")
@@ -162,10 +166,13 @@ class ApprovalAdmin(admin.ModelAdmin):
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, approval: Approval) -> str:
+        shown = approval_outcome(approval)
+        colour = TONE_COLOURS.get(shown.tone) or STATUS_COLOURS.get(approval.status, "#616161")
         return format_html(
-            '<span style="background:{};color:#fff;padding:2px 8px;border-radius:10px;white-space:nowrap">{}</span>',
-            STATUS_COLOURS.get(approval.status, "#616161"),
-            approval.get_status_display(),
+            '<span style="background:{};color:#fff;padding:2px 8px;border-radius:10px;display:inline-block;'
+            'max-width:22em">{}</span>',
+            colour,
+            shown.text,
         )
 
     @admin.display(description="Requester", ordering="requested_by__username")
@@ -179,7 +186,7 @@ class ApprovalAdmin(admin.ModelAdmin):
     @admin.display(description="Reason")
     def reason_preview(self, approval: Approval) -> str:
         return format_html(
-            '<span title="{}" style="display:inline-block;min-width:16em">{}</span>',
+            '<span title="{}" style="display:inline-block;min-width:14em;max-width:32em">{}</span>',
             approval.reason,
             Truncator(approval.reason).chars(REASON_PREVIEW_CHARS),
         )
@@ -241,15 +248,14 @@ class ApprovalAdmin(admin.ModelAdmin):
         if request.POST.get("confirm") != "yes":
             return self._confirm_decision_page(request, queryset, approved=approved)
         reason = request.POST.get("reason", "").strip() or BULK_REASONS[approved]
+        ids = list(queryset.values_list("pk", flat=True))
         decided = 0
-        for approval_id in queryset.order_by("pk").values_list("pk", flat=True):
-            try:
-                approval_decide(approval_id=approval_id, reviewer=request.user, approved=approved, reason=reason)
-            except (AlreadyDecided, ApprovalExpired) as error:
+        for result in approvals_decide_each(approval_ids=ids, reviewer=request.user, approved=approved, reason=reason):
+            if isinstance(result.error, AlreadyDecided | ApprovalExpired):
                 # Their messages already name the approval and what became of it.
-                self.message_user(request, str(error), messages.WARNING)
-            except ApprovalError as error:
-                self.message_user(request, f"Approval #{approval_id}: {error}", messages.ERROR)
+                self.message_user(request, str(result.error), messages.WARNING)
+            elif result.error is not None:
+                self.message_user(request, f"Approval #{result.approval_id}: {result.error}", messages.ERROR)
             else:
                 decided += 1
         if decided:

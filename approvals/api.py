@@ -31,7 +31,7 @@ from rest_framework.views import APIView
 from anvia_project.errors import ErrorSerializer
 from approvals.errors import DECISION_ERROR_CODES
 from approvals.models import Approval, ApprovalEvent
-from approvals.selectors import approval_get, approval_list
+from approvals.selectors import approval_get, approval_list, approval_outcome_text
 from approvals.services import approval_decide, reviewer_can_decide
 
 USERNAME_FIELD = get_user_model().USERNAME_FIELD
@@ -52,6 +52,10 @@ class ApprovalSerializer(serializers.ModelSerializer):
         read_only=True, allow_null=True, help_text="The arguments a reviewer approved instead, if edited."
     )
     outcome = serializers.JSONField(read_only=True, allow_null=True, help_text=Approval.outcome.field.help_text)
+    outcome_text = serializers.SerializerMethodField(
+        help_text='The status and what came of it in words, e.g. "Approved — failed: only $80.00 left" '
+        'or "Approved — refund RF-12".'
+    )
     preview = serializers.JSONField(
         read_only=True,
         allow_null=True,
@@ -86,8 +90,12 @@ class ApprovalSerializer(serializers.ModelSerializer):
             "decision_reason",
             "response",
             "outcome",
+            "outcome_text",
         ]
         read_only_fields = fields
+
+    def get_outcome_text(self, approval: Approval) -> str:
+        return approval_outcome_text(approval)
 
 
 class ApprovalEventSerializer(serializers.ModelSerializer):

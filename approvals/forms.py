@@ -1,16 +1,29 @@
-"""The reviewer page's decision form: approve (with edited arguments), reject, respond or terminate."""
+"""The reviewer page's decision form: approve (with edited arguments), reject, respond or terminate.
+
+Arguments are edited in typed fields made from the tool's input schema (``arg_schema``); a schema
+that cannot be rendered as fields is edited as JSON. Either way the edit is checked against the
+schema by ``approval_decide`` alone.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django import forms
 
 from anvia_project.untrusted_json import UntrustedJSONError, json_loads_bounded
+from approvals.arg_schema import ArgField, arg_fields, arg_value_text
 from approvals.models import Approval
 from approvals.services import approval_decide, canonical_json
 
 CHOOSE = "Choose Approve, Reject, Respond or Stop the run."
+ARG_PREFIX = "arg__"
+DROP_EDITS = "Rejecting drops your edits ({changes}). Press Reject again to reject anyway, or Approve to keep them."
+
+
+def arg_input_name(field: ArgField) -> str:
+    return ARG_PREFIX + field.name
 
 
 class DecisionForm(forms.Form):
@@ -20,10 +33,12 @@ class DecisionForm(forms.Form):
     reason = forms.CharField(required=False, max_length=2000)
     response = forms.CharField(required=False, max_length=10000)
     edited_args = forms.CharField(required=False, strip=False)
+    drop_edits = forms.BooleanField(required=False)
 
     def __init__(self, *args: Any, approval: Approval, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.approval = approval
+        self.arg_fields = arg_fields(approval.input_schema) or []
 
     @property
     def action(self) -> str:
@@ -42,17 +57,96 @@ class DecisionForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         """``args``: the edited arguments when approving with a change, else ``None`` (a rejected
-        call never runs, whatever its args; an unchanged box is no edit)."""
+        call never runs, whatever its args; an unchanged edit is no edit). Rejecting over typed
+        edits needs ``drop_edits``, so edits are never dropped silently."""
         data = super().clean()
         data["args"] = None
+        decision = data.get("decision")
         raw = data.get("edited_args") or ""
-        if data.get("decision") != "approve" or not raw.strip():
-            return data
-        try:
-            parsed = json_loads_bounded(raw)
-        except UntrustedJSONError as error:
-            self.add_error("edited_args", str(error))
+        if raw.strip():
+            if decision != "approve":
+                return data
+            try:
+                parsed = json_loads_bounded(raw)
+            except UntrustedJSONError as error:
+                self.add_error("edited_args", str(error))
+                return data
+        elif self.arg_fields and any(arg_input_name(f) in self.data for f in self.arg_fields):
+            parsed = self._typed_args(report=decision == "approve")
+            if decision == "reject" and parsed is not None and not data.get("drop_edits"):
+                changes = self.changes(parsed)
+                if changes:
+                    self.add_error(None, DROP_EDITS.format(changes=changes))
+            if decision != "approve" or parsed is None:
+                return data
+        else:
             return data
         if canonical_json(parsed) != canonical_json(self.approval.args):
             data["args"] = parsed
         return data
+
+    def changes(self, edited: dict[str, Any]) -> str:
+        """The edited values in words: "amount 118 → 105"."""
+        original = self.approval.args if isinstance(self.approval.args, dict) else {}
+        return ", ".join(
+            f"{name} {arg_value_text(original.get(name))} → {arg_value_text(value)}"
+            for name, value in edited.items()
+            if canonical_json(value) != canonical_json(original.get(name))
+        )
+
+    def _typed_args(self, *, report: bool) -> dict[str, Any] | None:
+        """The typed fields as arguments, over the original ones (so arguments the schema does
+        not list are kept); ``None`` if a field cannot be read (reported when ``report``)."""
+        args = dict(self.approval.args) if isinstance(self.approval.args, dict) else {}
+        ok = True
+        for field in self.arg_fields:
+            raw = str(self.data.get(arg_input_name(field), "")).strip()
+            try:
+                value = _typed_value(field, raw)
+            except ValueError as error:
+                ok = False
+                if report:
+                    self.add_error(None, str(error))
+                    self.arg_errors[field.name] = str(error)
+                continue
+            if value is None:
+                args.pop(field.name, None)
+            else:
+                args[field.name] = value
+        return args if ok else None
+
+    @property
+    def arg_errors(self) -> dict[str, str]:
+        if not hasattr(self, "_arg_errors"):
+            self._arg_errors: dict[str, str] = {}
+        return self._arg_errors
+
+
+def _typed_value(field: ArgField, raw: str) -> Any:
+    """The value typed into ``field``; ``None`` for an empty optional field."""
+    if raw == "":
+        if field.kind == "string" and field.required:
+            return ""
+        if field.required and field.kind != "boolean":
+            raise ValueError(field.limit_message("required"))
+        return False if field.kind == "boolean" else None
+    if field.kind == "boolean":
+        return raw in ("on", "true", "1", "yes")
+    if field.kind == "enum":
+        for choice in field.choices:
+            if str(choice) == raw:
+                return choice
+        raise ValueError(field.limit_message("enum"))
+    if field.kind in ("number", "integer"):
+        try:
+            number = float(raw.replace(",", "").removeprefix("$"))
+        except ValueError:
+            raise ValueError(field.limit_message("type")) from None
+        if not math.isfinite(number):
+            raise ValueError(field.limit_message("type"))
+        if field.kind == "integer":
+            if not number.is_integer():
+                raise ValueError(field.limit_message("type"))
+            return int(number)
+        return number
+    return raw

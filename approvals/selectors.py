@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import F, Prefetch, Q, QuerySet
+from django.utils import timezone
+from django.utils.timesince import timeuntil
 
+from approvals.arg_schema import arg_fields, arg_value_text
 from approvals.models import Approval, ApprovalEvent
 
 
@@ -80,3 +84,207 @@ def _fact(value: Any) -> str:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return "; ".join(value) or "none"
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class StatusShown:
+    """An approval's status with what came of it, e.g. "Approved — failed: only $80 left";
+    ``tone`` (pending, ok, bad, muted) picks the colour."""
+
+    text: str
+    tone: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+OUTCOME_MESSAGE_CHARS = 160
+DECIDED_WORDS = {
+    Approval.Action.RESPOND: "Answered instead of running",
+    Approval.Action.TERMINATE: "Run stopped",
+}
+
+
+def approval_outcome(approval: Approval) -> StatusShown:
+    """The one wording of an approval's status and outcome, for the queue, detail, admin and API."""
+    if approval.status == Approval.Status.PENDING:
+        return StatusShown("Pending", "pending")
+    if approval.status != Approval.Status.APPROVED:
+        words = DECIDED_WORDS.get(approval.action) or approval.get_status_display()
+        return StatusShown(words, "bad" if approval.status == Approval.Status.REJECTED else "muted")
+    outcome = approval.outcome if isinstance(approval.outcome, dict) else None
+    if outcome is None:
+        return StatusShown("Approved — not run yet", "ok")
+    kind = outcome.get("outcome")
+    message = _short(str(outcome.get("message") or ""))
+    if kind == "ran":
+        made = _result_words(outcome.get("result"), approval.approved_args)
+        return StatusShown(f"Approved — {made}" if made else "Approved — done", "ok")
+    if kind in ("error", "invalid"):
+        return StatusShown(f"Approved — failed: {message}" if message else "Approved — failed", "bad")
+    if kind == "terminated":
+        return StatusShown("Approved — the run was stopped first", "muted")
+    return StatusShown(f"Approved — not run: {message}" if message else "Approved — not run", "muted")
+
+
+def approval_outcome_text(approval: Approval) -> str:
+    return approval_outcome(approval).text
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= OUTCOME_MESSAGE_CHARS else text[: OUTCOME_MESSAGE_CHARS - 1] + "…"
+
+
+def _result_words(result: Any, args: Any) -> str:
+    """What a run made, by the ids in its result the call did not already name ("refund RF-12")."""
+    if isinstance(result, str):
+        return _short(result)
+    if not isinstance(result, dict):
+        return ""
+    known = set(map(str, args.values())) if isinstance(args, dict) else set()
+    made = [
+        f"{key.removesuffix('_id').replace('_', ' ')} {value}"
+        for key, value in sorted(result.items())
+        if key.endswith("_id") and isinstance(value, str | int) and str(value) not in known
+    ]
+    return _short(", ".join(made))
+
+
+@dataclass(frozen=True)
+class ArgChange:
+    """One argument as proposed, as approved, and whether the reviewer changed it."""
+
+    name: str
+    proposed: str
+    approved: str
+
+    @property
+    def changed(self) -> bool:
+        return self.proposed != self.approved
+
+
+def approval_arg_changes(approval: Approval) -> list[ArgChange]:
+    """Every argument proposed → approved, in the schema's order (then the rest, by name)."""
+    fields = {field.name: field for field in arg_fields(approval.input_schema) or []}
+    proposed = approval.args if isinstance(approval.args, dict) else {}
+    approved = approval.approved_args if isinstance(approval.approved_args, dict) else {}
+    names = [name for name in fields if name in proposed or name in approved]
+    names += sorted((set(proposed) | set(approved)) - set(names))
+
+    def shown(values: dict, name: str) -> str:
+        if name not in values:
+            return "(none)"
+        value = values[name]
+        if isinstance(value, dict | list):
+            return json.dumps(value, ensure_ascii=False, sort_keys=True)
+        return arg_value_text(value)
+
+    return [ArgChange(name, shown(proposed, name), shown(approved, name)) for name in names]
+
+
+QUEUE_SORTS = {
+    "oldest": ("created_at", "id"),
+    "newest": ("-created_at", "-id"),
+    "expiring": ("expires_at", "id"),
+    "amount": (F("args__amount").desc(nulls_last=True), "created_at", "id"),
+}
+QUEUE_AGES = {"1h": timedelta(hours=1), "4h": timedelta(hours=4), "1d": timedelta(days=1)}
+STATUS_ALL = "all"
+
+
+def approvals_queue(
+    *,
+    status: str = Approval.Status.PENDING,
+    tool: str = "",
+    requester: str = "",
+    older_than: str = "",
+    search: str = "",
+    sort: str = "oldest",
+) -> QuerySet[Approval]:
+    """The reviewer queue filtered and sorted; unknown filter values are ignored.
+
+    ``status`` is one of ``Approval.Status`` or ``"all"``; ``older_than`` one of ``QUEUE_AGES``;
+    ``search`` matches the reason, the tool, the requester and the arguments' text.
+    """
+    approvals = approval_list()
+    if status in Approval.Status.values:
+        approvals = approvals.filter(status=status)
+    if tool:
+        approvals = approvals.filter(tool_name=tool)
+    if requester:
+        approvals = approvals.filter(requested_by__username__iexact=requester)
+    if older_than in QUEUE_AGES:
+        approvals = approvals.filter(created_at__lte=timezone.now() - QUEUE_AGES[older_than])
+    for word in search.split()[:5]:
+        approvals = approvals.filter(
+            Q(reason__icontains=word)
+            | Q(tool_name__icontains=word)
+            | Q(requested_by__username__icontains=word)
+            | Q(args__icontains=word)
+        )
+    return approvals.order_by(*QUEUE_SORTS.get(sort, QUEUE_SORTS["oldest"]))
+
+
+def approval_tool_names() -> list[str]:
+    return list(Approval.objects.order_by("tool_name").values_list("tool_name", flat=True).distinct())
+
+
+def approval_next_pending(*, reviewer, after: Approval) -> Approval | None:
+    """The oldest pending request ``reviewer`` may decide other than ``after``: what opens next."""
+    candidates = approvals_pending().exclude(pk=after.pk).exclude(requested_by=reviewer)
+    return candidates.filter(created_at__gte=after.created_at).first() or candidates.first()
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """What a queue row shows of an approval beyond its fields."""
+
+    approval: Approval
+    amount: str
+    customer: str
+    status: StatusShown
+    age_tone: str  # fresh, waiting, old
+    expiry_text: str
+    expiry_tone: str  # "", soon, overdue
+
+
+AMOUNT_KEYS = ("amount", "total", "price")
+CUSTOMER_KEYS = ("customer", "customer_id", "customer_email", "email")
+CUSTOMER_FACTS = ("customer", "customer_email")
+
+
+def queue_row(approval: Approval, *, now: datetime | None = None) -> QueueRow:
+    now = now or timezone.now()
+    args = approval.args if isinstance(approval.args, dict) else {}
+    amount = next((args[key] for key in AMOUNT_KEYS if isinstance(args.get(key), int | float)), None)
+    facts = {
+        str(fact.get("name")): fact.get("value")
+        for fact in (approval.preview or {}).get("facts", [])
+        if isinstance(approval.preview, dict) and isinstance(fact, dict)
+    }
+    customer = next((str(args[key]) for key in CUSTOMER_KEYS if args.get(key)), "") or next(
+        (str(facts[key]) for key in CUSTOMER_FACTS if facts.get(key)), ""
+    )
+    if not customer and approval.requested_by:
+        customer = approval.requested_by.get_username()
+    waited = now - approval.created_at
+    age_tone = "old" if waited >= timedelta(hours=1) else "waiting" if waited >= timedelta(minutes=15) else "fresh"
+    expiry_text, expiry_tone = "", ""
+    if approval.is_pending:
+        left = approval.expires_at - now
+        if left <= timedelta(0):
+            expiry_text, expiry_tone = "overdue", "overdue"
+        else:
+            expiry_text = "in " + timeuntil(approval.expires_at, now, depth=1)
+            lifetime = approval.expires_at - approval.created_at
+            expiry_tone = "soon" if left <= max(timedelta(minutes=30), lifetime / 4) else ""
+    return QueueRow(
+        approval=approval,
+        amount=arg_value_text(amount, money=True) if amount is not None else "",
+        customer=customer,
+        status=approval_outcome(approval),
+        age_tone=age_tone,
+        expiry_text=expiry_text,
+        expiry_tone=expiry_tone,
+    )

@@ -16,8 +16,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from anvia.core.decisions import DecisionError, decision_action
-from approvals.decision_channels import get_decision_channel
 from approvals.arg_schema import schema_error_text
+from approvals.decision_channels import get_decision_channel
 from approvals.errors import (
     AlreadyDecided,
     ApprovalError,
@@ -452,3 +452,28 @@ def _announce_decision(approval: Approval, kind: str) -> None:
     get_decision_channel().publish(approval.pk)
     notify_reviewers(kind, approval)
     approval_decided.send(sender=Approval, approval=approval)
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """One row of a bulk decision: the decided approval, or the error that stopped it."""
+
+    approval_id: int
+    decided: Approval | None = None
+    error: ApprovalError | None = None
+
+
+def approvals_decide_each(*, approval_ids: list[int], reviewer, approved: bool, reason: str) -> list[BulkResult]:
+    """Approve or reject each approval through ``approval_decide`` on its own: one refusal
+    (already decided, expired, your own request, gone) never stops the others."""
+    results = []
+    for approval_id in sorted(set(approval_ids)):
+        try:
+            decided = approval_decide(approval_id=approval_id, reviewer=reviewer, approved=approved, reason=reason)
+        except ApprovalError as error:
+            results.append(BulkResult(approval_id, error=error))
+        except Approval.DoesNotExist:
+            results.append(BulkResult(approval_id, error=ApprovalError(f"Approval #{approval_id} does not exist.")))
+        else:
+            results.append(BulkResult(approval_id, decided=decided))
+    return results

@@ -9,6 +9,7 @@ from approvals import reviewer_settings, views
 app_name = "review"
 urlpatterns = [
     path("", views.approval_queue, name="queue"),
+    path("bulk/", views.approval_queue_bulk, name="bulk"),
     path("pending.json", views.approval_queue_json, name="pending"),
     path("<int:approval_id>/", views.approval_detail, name="detail"),
     path("settings/", reviewer_settings.reviewer_settings, name="settings"),

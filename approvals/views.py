@@ -10,14 +10,29 @@ from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from approvals.errors import ApprovalError
-from approvals.forms import DecisionForm
+from approvals.errors import AlreadyDecided, ApprovalError, ApprovalExpired
+from approvals.forms import DecisionForm, arg_input_name
 from approvals.models import Approval
 from approvals.notifications import approval_summary
-from approvals.selectors import approval_get, approvals_pending, preview_shown
-from approvals.services import approval_decide_refusal, reviewer_can_decide
+from approvals.selectors import (
+    QUEUE_AGES,
+    QUEUE_SORTS,
+    STATUS_ALL,
+    approval_arg_changes,
+    approval_get,
+    approval_next_pending,
+    approval_outcome,
+    approval_outcome_text,
+    approval_tool_names,
+    approvals_pending,
+    approvals_queue,
+    preview_shown,
+    queue_row,
+)
+from approvals.services import approval_decide_refusal, approvals_decide_each, reviewer_can_decide
 
 QUEUE_LIMIT = 500
 DONE = {
@@ -42,15 +57,81 @@ def reviewer_required(view):
     return wrapper
 
 
+QUEUE_FILTERS = ("status", "tool", "requester", "older_than", "q", "sort")
+BULK_REASONS = {True: "Approved in bulk from the review queue", False: "Rejected in bulk from the review queue"}
+
+
 @require_GET
 @reviewer_required
 def approval_queue(request: HttpRequest) -> HttpResponse:
-    pending = approvals_pending()
+    chosen = {name: request.GET.get(name, "").strip()[:200] for name in QUEUE_FILTERS}
+    chosen["status"] = chosen["status"] or Approval.Status.PENDING
+    queue = approvals_queue(
+        status=chosen["status"],
+        tool=chosen["tool"],
+        requester=chosen["requester"],
+        older_than=chosen["older_than"],
+        search=chosen["q"],
+        sort=chosen["sort"],
+    )
+    now = timezone.now()
+    rows = [queue_row(approval, now=now) for approval in queue[:QUEUE_LIMIT]]
+    # A reviewer cannot decide their own requests: they wait apart, for someone else.
+    mine = [row for row in rows if row.approval.requested_by_id == request.user.pk]
+    theirs = [row for row in rows if row.approval.requested_by_id != request.user.pk]
+    filtered = any(chosen[name] for name in ("tool", "requester", "older_than", "q")) or (
+        chosen["status"] != Approval.Status.PENDING
+    )
     return render(
         request,
         "approvals/queue.html",
-        {"approvals": list(pending[:QUEUE_LIMIT]), "total": pending.count()},
+        {
+            "rows": theirs,
+            "mine": mine,
+            "approvals": [row.approval for row in theirs],
+            "total": approvals_pending().count(),
+            "shown": len(rows),
+            "chosen": chosen,
+            "filtered": filtered,
+            "live": chosen["status"] == Approval.Status.PENDING and not filtered,
+            "statuses": [*Approval.Status.choices, (STATUS_ALL, "All")],
+            "tools": approval_tool_names(),
+            "ages": [("", "Any age"), *((key, f"Older than {key}") for key in QUEUE_AGES)],
+            "sorts": [(key, SORT_WORDS[key]) for key in QUEUE_SORTS],
+        },
     )
+
+
+SORT_WORDS = {
+    "oldest": "Oldest first",
+    "newest": "Newest first",
+    "expiring": "Expiring soonest",
+    "amount": "Largest amount",
+}
+
+
+@require_POST
+@reviewer_required
+def approval_queue_bulk(request: HttpRequest) -> HttpResponse:
+    """Approve or reject the ticked rows, each through ``approval_decide``; each failure is named."""
+    decision = request.POST.get("decision")
+    ids = [int(value) for value in request.POST.getlist("ids") if value.isdigit()]
+    if decision not in ("approve", "reject") or not ids:
+        messages.error(request, "Tick the requests to decide, then choose Approve selected or Reject selected.")
+        return redirect("review:queue")
+    approved = decision == "approve"
+    reason = request.POST.get("reason", "").strip()[:2000] or BULK_REASONS[approved]
+    results = approvals_decide_each(approval_ids=ids, reviewer=request.user, approved=approved, reason=reason)
+    done = [result.approval_id for result in results if result.decided is not None]
+    if done:
+        verb = "Approved" if approved else "Rejected"
+        messages.success(request, f"{verb} {len(done)}: " + ", ".join(f"#{pk}" for pk in done) + ".")
+    for result in results:
+        if result.error is not None:
+            already = isinstance(result.error, AlreadyDecided | ApprovalExpired)
+            text = str(result.error) if already else f"Approval #{result.approval_id}: {result.error}"
+            messages.error(request, text)
+    return redirect("review:queue")
 
 
 @require_GET
@@ -58,7 +139,11 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
 def approval_queue_json(request: HttpRequest) -> JsonResponse:
     """The queue as the websocket describes it, so the page can catch up after (re)connecting."""
     pending = approvals_pending()
-    return JsonResponse({"approvals": [approval_summary(a) for a in pending[:QUEUE_LIMIT]], "total": pending.count()})
+    approvals = [
+        {**approval_summary(a), "outcome_text": approval_outcome_text(a), "mine": a.requested_by_id == request.user.pk}
+        for a in pending[:QUEUE_LIMIT]
+    ]
+    return JsonResponse({"approvals": approvals, "total": pending.count()})
 
 
 @require_http_methods(["GET", "POST"])
@@ -90,7 +175,10 @@ def _decide(request: HttpRequest, approval: Approval) -> HttpResponse:
         )
     edited = " with edited arguments" if decided.edited_args is not None else ""
     messages.success(request, f"{DONE[form.action]} #{decided.pk} {decided.tool_name}{edited}.")
-    return redirect("review:queue")
+    following = approval_next_pending(reviewer=request.user, after=decided)
+    if following is None:
+        return redirect("review:queue")
+    return redirect("review:detail", approval_id=following.pk)
 
 
 def _render_invalid(request: HttpRequest, approval: Approval, form: DecisionForm) -> HttpResponse:
@@ -107,13 +195,28 @@ def _render_invalid(request: HttpRequest, approval: Approval, form: DecisionForm
             field_errors={"edited_args": problem},
             status=400,
         )
+    if form.arg_errors:
+        return _render_detail(
+            request,
+            approval,
+            form=_as_typed(request),
+            error="The edited arguments are not valid: " + " ".join(form.arg_errors.values()),
+            field_errors={f"args.{name}": problem for name, problem in form.arg_errors.items()},
+            status=400,
+        )
     first = next(iter(form.errors.values()))[0]
-    return _render_detail(request, approval, form=_as_typed(request), error=first, status=400)
+    confirm_drop = form.data.get("decision") == "reject" and "__all__" in form.errors
+    return _render_detail(
+        request, approval, form=_as_typed(request), error=first, status=400, confirm_drop_edits=confirm_drop
+    )
 
 
 def _as_typed(request: HttpRequest) -> dict[str, str]:
     """What the reviewer typed, shown again with the error."""
-    return {field: request.POST.get(field, "") for field in ("reason", "response", "edited_args")}
+    names = ("reason", "response", "edited_args")
+    typed = {field: request.POST.get(field, "") for field in names}
+    typed.update({name: value for name, value in request.POST.items() if name.startswith("arg__")})
+    return typed
 
 
 def _pretty_json(value: Any) -> str:
@@ -140,13 +243,22 @@ def _render_detail(
     error: str = "",
     field_errors: dict[str, str] | None = None,
     status: int = 200,
+    confirm_drop_edits: bool = False,
 ) -> HttpResponse:
     args_json = _pretty_json(approval.args)
-    form = form or {"reason": "", "response": "", "edited_args": args_json}
+    decision_form = DecisionForm(approval=approval)
+    typed = decision_form.arg_fields
+    form = form or {"reason": "", "response": "", "edited_args": "" if typed else args_json}
+    field_errors = field_errors or {}
     refusal = approval_decide_refusal(approval=approval, user=request.user) if approval.is_pending else None
+    arg_inputs = _arg_inputs(decision_form, form, field_errors)
+    changes = approval_arg_changes(approval)
     context = {
         "approval": approval,
+        "status": approval_outcome(approval),
         "args_json": args_json,
+        "arg_changes": changes,
+        "arg_changed": any(change.changed for change in changes),
         "preview": preview_shown(approval.preview),
         "edited_args_json": _pretty_json(approval.edited_args) if approval.edited_args is not None else "",
         "outcome_json": _pretty_json(approval.outcome) if approval.outcome is not None else "",
@@ -158,9 +270,45 @@ def _render_detail(
         "can_decide": approval.is_pending and refusal is None,
         "cannot_decide_because": str(refusal) if refusal else "",
         "form": form,
-        "args_edited": form["edited_args"].strip() not in ("", args_json.strip()),
+        "arg_inputs": arg_inputs,
+        "args_edited": bool(form["edited_args"].strip()) and form["edited_args"].strip() != args_json.strip(),
+        "typed_edited": any(item["value"] != item["initial"] for item in arg_inputs),
+        "confirm_drop_edits": confirm_drop_edits,
         "error": error,
-        "args_errors": {name: message for name, message in (field_errors or {}).items() if name != "response"},
-        "response_error": (field_errors or {}).get("response", ""),
+        "args_errors": {name: message for name, message in field_errors.items() if name != "response"},
+        "response_error": field_errors.get("response", ""),
     }
     return render(request, "approvals/detail.html", context, status=status)
+
+
+def _arg_inputs(decision_form: DecisionForm, typed: dict[str, str], field_errors: dict[str, str]) -> list[dict]:
+    """One input per schema field: its value (as typed, else as proposed), limits and error."""
+    args = decision_form.approval.args if isinstance(decision_form.approval.args, dict) else {}
+    inputs = []
+    for field in decision_form.arg_fields:
+        name = arg_input_name(field)
+        initial = _input_text(args.get(field.name))
+        inputs.append(
+            {
+                "field": field,
+                "name": name,
+                "id": "id_" + name,
+                "initial": initial,
+                "value": typed.get(name, initial),
+                "choices": [str(choice) for choice in field.choices],
+                "error": field_errors.get(f"args.{field.name}", ""),
+                "html_min": field.minimum,
+                "html_max": field.maximum,
+            }
+        )
+    return inputs
+
+
+def _input_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "on" if value else ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

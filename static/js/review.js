@@ -17,7 +17,10 @@
 
   const LEAVE_AFTER_MS = 8000;
   const AGE_REFRESH_MS = 30000;
-  const COLUMNS = 6;
+  const COLUMNS = 9;
+  const live = table.dataset.live === "1";
+  const me = table.dataset.me || "";
+  const bulkForm = document.getElementById("bulk-form");
 
   let total = Number(count.textContent) || 0;
   // What the socket said since it (re)opened, so a slower catch-up fetch cannot undo it.
@@ -77,6 +80,7 @@
     total = Math.max(total, rows.querySelectorAll("tr[data-approval-id]:not(.leaving)").length);
     count.textContent = String(total);
     count.setAttribute("aria-label", total + " waiting");
+    document.title = (total > 0 ? "(" + total + ") " : "") + document.title.replace(/^\(\d+\) /, "");
     empty.hidden = rows.rows.length > 0;
   }
 
@@ -84,18 +88,38 @@
     announcer.textContent = text;
   }
 
-  function buildRow(approval, id) {
-    const row = element("tr", null, "arrived");
-    row.dataset.approvalId = String(id);
+  function cell(text, className, label) {
+    const td = element("td", text, className);
+    if (label) td.dataset.label = label;
+    return td;
+  }
 
-    row.append(element("td", id, "num"));
-    const tool = element("td");
+  function buildRow(approval, id) {
+    const row = element("tr", null, "arrived age-fresh");
+    row.dataset.approvalId = String(id);
+    row.dataset.pending = "";
+
+    const pick = cell(null, "pick");
+    const box = element("input");
+    box.type = "checkbox";
+    box.name = "ids";
+    box.value = String(id);
+    box.setAttribute("aria-label", "Select #" + id);
+    pick.append(box);
+    row.append(pick);
+    row.append(cell(id, "num", "#"));
+    const tool = cell(null, "tool", "Tool");
     tool.append(element("code", approval.tool_name));
     row.append(tool);
-    row.append(element("td", approval.reason, "reason"));
-    row.append(element("td", approval.requested_by || "\u2014"));
+    // The socket's summary carries no arguments: the page's reload fills amount and customer.
+    row.append(cell("\u2014", "amount", "Amount"));
+    row.append(cell(approval.requested_by || "\u2014", "customer", "Customer"));
+    row.append(cell(approval.reason, "reason", "Reason"));
+    const status = cell(null, "status-cell", "Status");
+    status.append(element("span", "Pending", "status tone-pending"));
+    row.append(status);
 
-    const age = element("td");
+    const age = cell(null, "age", "Waiting");
     const time = element("time");
     time.dataset.age = "";
     const created = new Date(approval.created_at);
@@ -106,7 +130,7 @@
     age.append(time);
     row.append(age);
 
-    const open = element("td");
+    const open = cell(null, "open-cell");
     const link = element("a", "Review", "open");
     link.href = detailBase + id + "/";
     link.append(element("span", " #" + id, "visually-hidden"));
@@ -129,8 +153,13 @@
   function arrive(approval, { quiet = false } = {}) {
     const id = approvalId(approval.id);
     if (id === null || approval.status !== "pending" || rowFor(id)) return;
-    insertRow(buildRow(approval, id), id);
     total += 1;
+    // A filtered view or the reviewer's own request: counted, but the row waits for a reload.
+    if (!live || (me && approval.requested_by === me) || approval.mine) {
+      refreshCount();
+      return;
+    }
+    insertRow(buildRow(approval, id), id);
     refreshCount();
     if (!quiet) announce("New approval #" + id + ": " + approval.tool_name);
   }
@@ -146,6 +175,7 @@
     cell.colSpan = COLUMNS;
     row.append(cell);
     if (hadFocus) table.focus();
+    if (current === row) current = null;
     refreshCount();
     announce("#" + id + " " + line);
     window.setTimeout(() => {
@@ -214,6 +244,80 @@
       return true;
     }
   }
+
+  // Keyboard triage: j/k move through the rows, o opens, x ticks, a/r decide the ticked rows.
+  let current = null;
+
+  function decidable() {
+    return Array.from(rows.querySelectorAll("tr[data-approval-id]:not(.leaving)"));
+  }
+
+  function focusRow(row) {
+    if (!row) return;
+    if (current && current !== row) {
+      current.classList.remove("current");
+      current.removeAttribute("tabindex");
+    }
+    current = row;
+    row.classList.add("current");
+    row.tabIndex = -1;
+    const link = row.querySelector("a.open");
+    (link || row).focus();
+    row.scrollIntoView({ block: "nearest" });
+  }
+
+  function move(step) {
+    const list = decidable();
+    if (!list.length) return false;
+    const at = current ? list.indexOf(current) : -1;
+    const next = at === -1 ? (step > 0 ? 0 : list.length - 1) : Math.min(list.length - 1, Math.max(0, at + step));
+    focusRow(list[next]);
+  }
+
+  function rowOfFocus() {
+    const active = document.activeElement;
+    const row = active instanceof Element ? active.closest("#pending-rows tr[data-approval-id]") : null;
+    return row || current;
+  }
+
+  function bulk(value) {
+    if (!bulkForm) return false;
+    const ticked = bulkForm.querySelectorAll('input[name="ids"]:checked');
+    if (ticked.length === 0) {
+      const row = rowOfFocus();
+      const box = row ? row.querySelector('input[name="ids"]') : null;
+      if (!box) return false;
+      box.checked = true;
+    }
+    const n = bulkForm.querySelectorAll('input[name="ids"]:checked').length;
+    const verb = value === "approve" ? "Approve" : "Reject";
+    if (!window.confirm(verb + " " + n + " request" + (n === 1 ? "" : "s") + "?")) return;
+    document.getElementById(value === "approve" ? "bulk-approve" : "bulk-reject").click();
+  }
+
+  window.AnviaReviewKeys.bind({
+    j: () => move(1),
+    k: () => move(-1),
+    o: () => {
+      const row = rowOfFocus();
+      const link = row ? row.querySelector("a.open") : null;
+      if (!link) return false;
+      window.location.assign(link.href);
+    },
+    x: () => {
+      const row = rowOfFocus();
+      const box = row ? row.querySelector('input[name="ids"]') : null;
+      if (!box) return false;
+      box.checked = !box.checked;
+    },
+    a: () => bulk("approve"),
+    r: () => bulk("reject"),
+    "/": () => {
+      const search = document.querySelector('.queue-filters input[name="q"]');
+      if (!search) return false;
+      search.focus();
+    },
+  });
 
   table.tabIndex = -1;
   refreshAges();

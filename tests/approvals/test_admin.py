@@ -11,9 +11,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from approvals.admin import STATUS_COLOURS
 from approvals.models import Approval, ApprovalEvent
 from approvals.services import approval_decide, approval_wait
-from tests.factories import ApprovalEventFactory, ApprovalFactory, ReviewerFactory, UserFactory
+from tests.factories import AdminFactory, ApprovalEventFactory, ApprovalFactory, ReviewerFactory, UserFactory
 
 CHANGELIST = "/admin/approvals/approval/"
 XSS_SCRIPT = "<script>alert(1)</script>"
@@ -420,3 +421,18 @@ def test_respond_and_stop_the_run_from_the_admin(client):
     page = client.get(change_url(ApprovalFactory())).content.decode()
     assert 'value="respond"' in page
     assert 'value="terminate"' in page
+
+
+@pytest.mark.django_db
+def test_the_admin_list_shows_the_outcome_and_the_pending_badge_meets_aa(client):
+    ApprovalFactory(
+        status="approved",
+        action="approve",
+        outcome={"outcome": "ran", "result": {"order_id": "A-1001", "refund_id": "RF-12"}, "message": None},
+    )
+    ApprovalFactory()
+    client.force_login(AdminFactory())
+    page = client.get("/admin/approvals/approval/").content.decode()
+    assert "Approved — refund RF-12" in page
+    assert "Pending" in page
+    assert STATUS_COLOURS["pending"] == "#8a5a00"  # white on it: 5.9:1

@@ -21,6 +21,22 @@ pytestmark = pytest.mark.django_db
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1">'
 
 
+# A schema the page cannot render as fields (an array argument): edited as JSON.
+UNRENDERABLE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "order_id": {"type": "string"},
+        "amount": {"type": "number", "exclusiveMinimum": 0},
+        "lines": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["order_id", "amount"],
+}
+
+
+def json_edited_approval(**fields) -> Approval:
+    return ApprovalFactory(input_schema=UNRENDERABLE_SCHEMA, **fields)
+
+
 def detail_url(approval: Approval) -> str:
     return f"/review/{approval.pk}/"
 
@@ -76,7 +92,8 @@ def test_queue_lists_pending_approvals_oldest_first(reviewer_client):
     assert response.status_code == 200
     assert [a.pk for a in response.context["approvals"]] == [older.pk, newer.pk]
     page = text(response)
-    assert "decided_tool" not in page
+    assert 'value="decided_tool">decided_tool</option>' in page  # in the tool filter only
+    assert "<code>decided_tool</code>" not in page
     assert "Review refund of $150.0 for A-1001." in page
     assert "carol" in page
     assert "dave" in page
@@ -115,6 +132,8 @@ def test_pending_json_matches_what_the_socket_sends(reviewer_client):
             "decided_by": None,
             "decided_at": None,
             "decision_reason": "",
+            "outcome_text": "Pending",
+            "mine": False,
         }
     ]
 
@@ -174,7 +193,7 @@ def test_unknown_approval_is_404(reviewer_client):
 
 
 def test_approving_records_the_reviewer_and_returns_to_the_queue(reviewer_client, reviewer):
-    approval = ApprovalFactory()
+    approval = json_edited_approval()
     form = text(reviewer_client.get(detail_url(approval)))
     prefilled = json.dumps(approval.args, indent=2, sort_keys=True)
     assert prefilled.replace('"', "&quot;") in form
@@ -234,13 +253,12 @@ def test_edits_are_ignored_when_rejecting(reviewer_client):
 
 
 def test_invalid_edited_arguments_are_400_naming_the_field(reviewer_client):
-    approval = ApprovalFactory()
+    approval = json_edited_approval()
     response = decide(reviewer_client, approval, reason="ok", edited_args='{"order_id": "A-1001", "amount": -5}')
     assert response.status_code == 400
     page = text(response)
     assert "The edited arguments are not valid" in page
-    assert "<code>args.amount</code>" in page
-    assert "-5" in page
+    assert "<code>args.amount</code>: Amount must be more than $0." in page
     # The form comes back as the reviewer left it.
     assert "&quot;amount&quot;: -5" in page
     assert ">ok</textarea>" in page
@@ -248,14 +266,14 @@ def test_invalid_edited_arguments_are_400_naming_the_field(reviewer_client):
 
 
 def test_a_missing_required_field_is_named(reviewer_client):
-    approval = ApprovalFactory()
+    approval = json_edited_approval()
     response = decide(reviewer_client, approval, edited_args='{"amount": 10}')
     assert response.status_code == 400
     assert "<code>args.order_id</code>" in text(response)
 
 
 def test_edited_arguments_that_are_not_json_are_a_clear_400(reviewer_client):
-    approval = ApprovalFactory()
+    approval = json_edited_approval()
     response = decide(reviewer_client, approval, edited_args='{"amount": 10,}')
     assert response.status_code == 400
     page = text(response)
@@ -379,3 +397,91 @@ def test_respond_and_stop_the_run_from_the_page(reviewer_client):
     assert (answered.action, answered.response) == ("respond", "Refunded by phone (RF-77).")
     assert (stopped.action, stopped.decision_reason) == ("terminate", "Fraud pattern.")
     assert other_call.status == "cancelled"
+
+
+def test_arguments_are_typed_fields_from_the_schema(reviewer_client):
+    approval = ApprovalFactory(args={"order_id": "A-1001", "amount": 118.0})
+    page = text(reviewer_client.get(detail_url(approval)))
+    assert 'name="arg__amount" value="118"' in page
+    assert 'type="number"' in page
+    assert 'name="arg__order_id" value="A-1001"' in page
+    assert "Must be more than $0." in page
+    assert 'name="edited_args"' not in page
+
+
+def test_a_typed_edit_is_approved_and_shown_proposed_to_approved(reviewer_client):
+    approval = ApprovalFactory(args={"order_id": "A-1001", "amount": 118.0})
+    response = decide(reviewer_client, approval, arg__order_id="A-1001", arg__amount="105")
+    assert response.status_code == 302
+    approval.refresh_from_db()
+    assert approval.edited_args == {"order_id": "A-1001", "amount": 105.0}
+    page = text(reviewer_client.get(detail_url(approval)))
+    assert '<span class="arg-name">amount</span> <del>118</del> → <ins>105</ins>' in page
+
+
+def test_a_typed_value_outside_the_schema_is_refused_beside_its_field(reviewer_client):
+    approval = ApprovalFactory()
+    response = decide(reviewer_client, approval, arg__order_id="A-1001", arg__amount="-5")
+    assert response.status_code == 400
+    page = text(response)
+    assert '<p class="error" id="id_arg__amount-error">Amount must be more than $0.</p>' in page
+    assert 'name="arg__amount" value="-5"' in page
+    response = decide(reviewer_client, approval, arg__order_id="A-1001", arg__amount="lots")
+    assert response.status_code == 400
+    assert "Amount must be a number." in text(response)
+    assert Approval.objects.get(pk=approval.pk).is_pending
+
+
+def test_rejecting_over_edits_asks_first(reviewer_client):
+    approval = ApprovalFactory(args={"order_id": "A-1001", "amount": 118.0})
+    response = decide(reviewer_client, approval, "reject", arg__order_id="A-1001", arg__amount="105")
+    assert response.status_code == 400
+    page = text(response)
+    assert "Rejecting drops your edits (amount 118 → 105)" in page
+    assert 'name="drop_edits" value="on"' in page
+    assert Approval.objects.get(pk=approval.pk).is_pending
+    response = decide(reviewer_client, approval, "reject", arg__order_id="A-1001", arg__amount="105", drop_edits="on")
+    assert response.status_code == 302
+    assert Approval.objects.get(pk=approval.pk).status == Approval.Status.REJECTED
+
+
+def test_after_a_decision_the_next_request_opens(reviewer_client, reviewer):
+    first, second = ApprovalFactory(), ApprovalFactory()
+    ApprovalFactory(requested_by=reviewer)  # the reviewer's own: never next
+    response = decide(reviewer_client, first)
+    assert response["Location"] == detail_url(second)
+    assert decide(reviewer_client, second)["Location"] == "/review/"
+
+
+def test_own_requests_are_set_apart(reviewer_client, reviewer):
+    mine = ApprovalFactory(requested_by=reviewer)
+    theirs = ApprovalFactory()
+    response = reviewer_client.get("/review/")
+    assert [row.approval for row in response.context["rows"]] == [theirs]
+    assert [row.approval for row in response.context["mine"]] == [mine]
+    assert "Your own requests" in text(response)
+
+
+def test_bulk_decisions_report_each_failure(reviewer_client, reviewer):
+    ok = ApprovalFactory()
+    mine = ApprovalFactory(requested_by=reviewer)
+    done = ApprovalFactory()
+    approval_decide(approval_id=done.pk, reviewer=ReviewerFactory(username="bob"), approved=False)
+    response = reviewer_client.post("/review/bulk/", {"decision": "approve", "ids": [ok.pk, mine.pk, done.pk]})
+    assert response.status_code == 302
+    page = text(reviewer_client.get("/review/"))
+    assert f"Approved 1: #{ok.pk}." in page
+    assert f"Approval #{mine.pk}: You asked for this action" in page
+    assert f"Approval #{done.pk} was already rejected by bob" in page
+    assert Approval.objects.get(pk=ok.pk).status == Approval.Status.APPROVED
+    assert Approval.objects.get(pk=mine.pk).is_pending
+
+
+def test_the_queue_shows_outcomes_when_filtered_by_status(reviewer_client):
+    ApprovalFactory(
+        status=Approval.Status.APPROVED,
+        action=Approval.Action.APPROVE,
+        outcome={"outcome": "error", "result": None, "message": "Order A-1001 has only $80.00 left to refund."},
+    )
+    page = text(reviewer_client.get("/review/?status=approved"))
+    assert "Approved — failed: Order A-1001 has only $80.00 left to refund." in page

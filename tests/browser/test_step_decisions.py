@@ -9,7 +9,6 @@ Alice chats in one browser context, Rita reviews on /review/ in another. Set
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 from decimal import Decimal
@@ -145,13 +144,13 @@ class StepDecisionsInBrowserTests(LiveServerTestCase):
         review = self.open_review(second)
         review.get_by_label("Reason").fill("Already refunded in store")
         review.get_by_role("button", name="Reject").click()
-        expect(review).to_have_url(self.url("/review/"))
-        expect(review.locator("#pending-rows tr")).to_have_count(1)
+        # The next pending request opens by itself.
+        expect(review).to_have_url(self.url(f"/review/{first.pk}/"))
+        expect(review.locator(".messages")).to_contain_text(f"Rejected #{second.pk} refund_order.")
         turn = self.page.locator("li.turn").last
         expect(turn.locator(".run-status")).to_have_text("Waiting for a reviewer…")
         assert not Refund.objects.exists()
 
-        review = self.open_review(first)
         review.get_by_role("button", name="Approve").click()
         expect(review).to_have_url(self.url("/review/"))
 
@@ -172,10 +171,14 @@ class StepDecisionsInBrowserTests(LiveServerTestCase):
     def test_an_edited_amount_is_what_ran_and_what_the_customer_reads(self):
         (approval,) = self.ask("refund order A-1001, $118", approvals=1)
         review = self.open_review(approval)
-        review.get_by_text("Edit arguments (approve only)").click()
-        edited = review.get_by_label("Arguments as JSON")
-        assert json.loads(edited.input_value()) == {"order_id": "A-1001", "amount": 118.0}
-        edited.fill(json.dumps({"order_id": "A-1001", "amount": 105}, indent=2))
+        amount = review.get_by_label("Amount ($)")
+        expect(amount).to_have_value("118")
+        expect(review.locator("#id_arg__amount-help")).to_have_text("Proposed: 118. Must be more than $0.")
+        amount.fill("0")
+        review.get_by_role("button", name="Approve").click()
+        expect(review.locator("#id_arg__amount-error")).to_have_text("Amount must be more than $0.")
+        assert Approval.objects.get(pk=approval.pk).is_pending
+        review.get_by_label("Amount ($)").fill("105")
         review.get_by_label("Reason").fill("Shipping is not refundable.")
         self.screenshot(review, "edit-review")
         review.get_by_role("button", name="Approve").click()
@@ -191,6 +194,31 @@ class StepDecisionsInBrowserTests(LiveServerTestCase):
         assert Refund.objects.get().amount == Decimal("105.00")
         approval.refresh_from_db()
         assert (approval.status, approval.edited_args) == ("approved", {"order_id": "A-1001", "amount": 105})
+
+        # Proposed → edited → executed, in words.
+        review.goto(self.url(f"/review/{approval.pk}/"))
+        expect(review.locator("#arg-changes li.changed")).to_have_text("amount 118 → 105")
+        expect(review.locator(".executed")).to_have_text(re.compile(r"^Executed: Approved — refund RF-\d+$"))
+        self.screenshot(review, "edit-decided")
+
+    def test_an_approved_refund_that_fails_says_so_in_the_queue(self):
+        RefundFactory(order=self.a1001, amount=Decimal("169.00"))  # $80.00 left
+        (approval,) = self.ask("refund order A-1001, $150", approvals=1)
+        review = self.open_review(approval)
+        review.get_by_role("button", name="Approve").click()
+        expect(review).to_have_url(self.url("/review/"))
+        failed = "Approved — failed: Order A-1001 has only $80.00 left to refund (of $249.00)."
+        wait_until(
+            lambda: Approval.objects.filter(pk=approval.pk, outcome__isnull=False).exists(),
+            timeout=TIMEOUT_MS / 1000,
+            message="the run never recorded the outcome",
+        )
+        review.goto(self.url("/review/?status=approved"))
+        row = review.locator(f'#pending-rows tr[data-approval-id="{approval.pk}"]')
+        expect(row.locator(".status")).to_have_text(failed)
+        self.screenshot(review, "failed-outcome-queue")
+        review.goto(self.url(f"/review/{approval.pk}/"))
+        expect(review.locator("#approval-status")).to_have_text(failed)
 
     def test_the_review_page_shows_the_previews_warning_before_anything_else(self):
         RefundFactory(order=self.a1001, amount=Decimal("169.00"))  # $80.00 left

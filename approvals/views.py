@@ -95,6 +95,7 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
             "filtered": filtered,
             "live": chosen["status"] == Approval.Status.PENDING and not filtered,
             "statuses": [*Approval.Status.choices, (STATUS_ALL, "All")],
+            "status_label": dict([*Approval.Status.choices, (STATUS_ALL, "All")]).get(chosen["status"], "all"),
             "tools": approval_tool_names(),
             "ages": [("", "Any age"), *((key, f"Older than {key}") for key in QUEUE_AGES)],
             "sorts": [(key, SORT_WORDS[key]) for key in QUEUE_SORTS],

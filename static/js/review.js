@@ -166,7 +166,8 @@
 
   function leave(id, line, kind) {
     const row = rowFor(id);
-    if (row === null) return;
+    // Rows of decided requests (a status filter) stay as they are.
+    if (row === null || !("pending" in row.dataset)) return;
     if (!row.classList.contains("leaving")) total = Math.max(0, total - 1);
     const hadFocus = row.contains(document.activeElement);
     row.className = "leaving " + kind;

@@ -105,16 +105,19 @@ def arg_value_text(value: Any, *, money: bool = False) -> str:
 
 
 def arg_fields(schema: Any) -> list[ArgField] | None:
-    """The schema's properties as fields, in schema order; ``None`` if it cannot be rendered."""
+    """The schema's properties as fields, the required ones first in their listed order, then the
+    rest by name; ``None`` if the schema cannot be rendered as fields."""
     if not isinstance(schema, dict) or schema.get("type") != "object":
         return None
     properties = schema.get("properties")
     if not isinstance(properties, dict) or not properties:
         return None
-    required = set(schema.get("required") or [])
+    required = [name for name in schema.get("required") or [] if name in properties]
+    # PostgreSQL's jsonb does not keep the properties' order; the required list keeps its own.
+    names = list(dict.fromkeys(required)) + sorted(set(properties) - set(required))
     fields = []
-    for name, spec in properties.items():
-        field = _field(str(name), spec, required=name in required)
+    for name in names:
+        field = _field(str(name), properties[name], required=name in required)
         if field is None:
             return None
         fields.append(field)

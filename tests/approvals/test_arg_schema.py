@@ -16,18 +16,18 @@ REFUND_SCHEMA = {
 }
 
 
-def test_a_flat_schema_becomes_typed_fields_in_order():
+def test_a_flat_schema_becomes_typed_fields_required_first():
     fields = arg_fields(REFUND_SCHEMA)
     assert [(f.name, f.kind, f.required) for f in fields] == [
         ("order_id", "string", True),
         ("amount", "number", True),
-        ("speed", "enum", False),
         ("items", "integer", False),
+        ("speed", "enum", False),
     ]
 
 
 def test_limits_read_as_sentences():
-    order_id, amount, speed, items = arg_fields(REFUND_SCHEMA)
+    order_id, amount, items, speed = arg_fields(REFUND_SCHEMA)
     assert amount.limit_message("exclusiveMinimum") == "Amount must be more than $0."
     assert order_id.limit_message("maxLength") == "Order id must be at most 20 characters."
     assert speed.limit_message("enum") == "Speed must be one of: standard, express."

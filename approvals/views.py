@@ -25,7 +25,6 @@ from approvals.selectors import (
     approval_get,
     approval_next_pending,
     approval_outcome,
-    approval_outcome_text,
     approval_tool_names,
     approvals_pending,
     approvals_queue,
@@ -140,10 +139,19 @@ def approval_queue_bulk(request: HttpRequest) -> HttpResponse:
 def approval_queue_json(request: HttpRequest) -> JsonResponse:
     """The queue as the websocket describes it, so the page can catch up after (re)connecting."""
     pending = approvals_pending()
-    approvals = [
-        {**approval_summary(a), "outcome_text": approval_outcome_text(a), "mine": a.requested_by_id == request.user.pk}
-        for a in pending[:QUEUE_LIMIT]
-    ]
+    now = timezone.now()
+    approvals = []
+    for approval in pending[:QUEUE_LIMIT]:
+        row = queue_row(approval, now=now)
+        approvals.append(
+            {
+                **approval_summary(approval),
+                "outcome_text": row.status.text,
+                "mine": approval.requested_by_id == request.user.pk,
+                "amount": row.amount,
+                "customer": row.customer,
+            }
+        )
     return JsonResponse({"approvals": approvals, "total": pending.count()})
 
 

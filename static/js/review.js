@@ -111,7 +111,6 @@
     const tool = cell(null, "tool", "Tool");
     tool.append(element("code", approval.tool_name));
     row.append(tool);
-    // The socket's summary carries no arguments: the page's reload fills amount and customer.
     row.append(cell("\u2014", "amount", "Amount"));
     row.append(cell(approval.requested_by || "\u2014", "customer", "Customer"));
     row.append(cell(approval.reason, "reason", "Reason"));
@@ -150,6 +149,35 @@
     rows.append(row);
   }
 
+  // The socket's summary carries no arguments: amount and customer come from the page's own
+  // JSON, fetched once for a burst of arrivals.
+  let enrichTimer = null;
+
+  function fill(row, approval) {
+    const amount = row.querySelector("td.amount");
+    const customer = row.querySelector("td.customer");
+    if (amount && approval.amount) amount.textContent = approval.amount;
+    if (customer && approval.customer) customer.textContent = approval.customer;
+  }
+
+  function enrichSoon() {
+    if (enrichTimer !== null) return;
+    enrichTimer = window.setTimeout(async () => {
+      enrichTimer = null;
+      try {
+        const response = await fetch(pendingUrl, { credentials: "same-origin" });
+        if (!response.ok) return;
+        const data = await response.json();
+        for (const approval of data.approvals || []) {
+          const row = rowFor(approvalId(approval.id));
+          if (row && !row.classList.contains("leaving")) fill(row, approval);
+        }
+      } catch {
+        // The row keeps its dashes until the next reload.
+      }
+    }, 300);
+  }
+
   function arrive(approval, { quiet = false } = {}) {
     const id = approvalId(approval.id);
     if (id === null || approval.status !== "pending" || rowFor(id)) return;
@@ -159,7 +187,10 @@
       refreshCount();
       return;
     }
-    insertRow(buildRow(approval, id), id);
+    const row = buildRow(approval, id);
+    insertRow(row, id);
+    if (approval.amount !== undefined) fill(row, approval);
+    else enrichSoon();
     refreshCount();
     if (!quiet) announce("New approval #" + id + ": " + approval.tool_name);
   }

@@ -12,6 +12,7 @@
 
   function bind(handlers) {
     const help = document.getElementById("shortcut-help");
+    document.documentElement.dataset.keys = "ready";
     document.addEventListener("keydown", (event) => {
       if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
       if (typing(event.target)) return;

@@ -134,6 +134,8 @@ def test_pending_json_matches_what_the_socket_sends(reviewer_client):
             "decision_reason": "",
             "outcome_text": "Pending",
             "mine": False,
+            "amount": "$150",
+            "customer": "carol",
         }
     ]
 

@@ -100,6 +100,8 @@ class ReviewQueueInBrowserTests(LiveServerTestCase):
         expect(self.row(first)).to_contain_text("refund_order")
         expect(self.row(first)).to_contain_text("Review refund of $150.0 for A-1001.")
         expect(self.row(first)).to_contain_text("carol")
+        # Amount and customer are not in the socket's summary; the page fetches them.
+        expect(self.row(first).locator("td.amount")).to_have_text("$150")
         expect(page.locator("#queue-empty")).to_be_hidden()
         second = request_approval(requester=requester, call_id="call_2", reason="Second refund.")
         expect(page.locator("#pending-rows tr")).to_have_count(2)

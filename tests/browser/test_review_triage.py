@@ -60,6 +60,9 @@ class ReviewTriageInBrowserTests(LiveServerTestCase):
         if folder:
             page.screenshot(path=str(Path(folder) / f"triage-{name}.png"), full_page=True)
 
+    def keys_ready(self, page: Page) -> None:
+        expect(page.locator("html")).to_have_attribute("data-keys", "ready")
+
     def requests(self, n: int, requester=None) -> list[Approval]:
         requester = requester or UserFactory(username="carol")
         return [
@@ -79,6 +82,7 @@ class ReviewTriageInBrowserTests(LiveServerTestCase):
         self.log_in(page, ReviewerFactory(username="rita"))
         expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
         expect(page).to_have_title("(3) Review queue · Anvia")
+        self.keys_ready(page)
 
         # The skip link is the first stop for Tab, and lands on the queue.
         page.keyboard.press("Tab")
@@ -97,10 +101,12 @@ class ReviewTriageInBrowserTests(LiveServerTestCase):
         expect(page.locator("#shortcut-help")).to_be_hidden()
         page.keyboard.press("o")
         expect(page).to_have_url(self.url(f"/review/{first.pk}/"))
+        self.keys_ready(page)
 
         page.keyboard.press("a")
         # Approved, and the next pending request opened by itself.
         expect(page).to_have_url(self.url(f"/review/{second.pk}/"))
+        self.keys_ready(page)
         expect(page.locator(".messages")).to_contain_text(f"Approved #{first.pk} refund_order.")
         page.keyboard.press("e")
         expect(page.locator("#id_arg__order_id")).to_be_focused()
@@ -112,6 +118,7 @@ class ReviewTriageInBrowserTests(LiveServerTestCase):
         page.keyboard.press("r")
         # Rejecting would drop the edit: the page asks first, then a second r rejects.
         expect(page.locator("#decision-error")).to_contain_text("Rejecting drops your edits (amount 101 → 90)")
+        self.keys_ready(page)
         page.keyboard.press("r")
         expect(page).to_have_url(self.url(f"/review/{third.pk}/"))
         assert Approval.objects.get(pk=first.pk).status == "approved"

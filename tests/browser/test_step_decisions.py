@@ -216,6 +216,8 @@ class StepDecisionsInBrowserTests(LiveServerTestCase):
         review.goto(self.url("/review/?status=approved"))
         row = review.locator(f'#pending-rows tr[data-approval-id="{approval.pk}"]')
         expect(row.locator(".status")).to_have_text(failed)
+        expect(review.get_by_role("heading", level=1)).to_have_text("Approvals: approved", use_inner_text=True)
+        expect(review.locator("#bulk-approve")).to_be_hidden()
         self.screenshot(review, "failed-outcome-queue")
         review.goto(self.url(f"/review/{approval.pk}/"))
         expect(review.locator("#approval-status")).to_have_text(failed)

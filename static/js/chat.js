@@ -233,6 +233,8 @@
     heardDuringCatchUp.get(id).delete(heard);
     if (heardDuringCatchUp.get(id).size === 0) heardDuringCatchUp.delete(id);
     if (!run || !Array.isArray(run.events)) return;
+    // The socket finished the turn while this read was on its way: the read is older than the page.
+    if (isFinished(turn) && !FINISHED.has(run.status)) return;
 
     const wasNearBottom = nearBottom();
     const timeline = turn.querySelector(".timeline");

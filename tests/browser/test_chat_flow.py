@@ -147,7 +147,11 @@ class ChatFlowInBrowserTests(LiveServerTestCase):
 
     def timeline_after_reload_is_the_same(self) -> None:
         page = self.page
-        live = page.locator("li.turn").last.inner_text()
+        turn = page.locator("li.turn").last
+        # The streamed draft can hold the whole answer a moment before run.finished replaces it.
+        expect(turn).to_have_attribute("data-status", re.compile(r"^(succeeded|failed|stopped)$"))
+        expect(turn.locator(".bubble.agent.draft")).to_have_count(0)
+        live = turn.inner_text()
         page.reload()
         expect(page.locator("li.turn").last).to_have_text(live.strip(), use_inner_text=True)
 

@@ -12,5 +12,6 @@ urlpatterns = [
     path("bulk/", views.approval_queue_bulk, name="bulk"),
     path("pending.json", views.approval_queue_json, name="pending"),
     path("<int:approval_id>/", views.approval_detail, name="detail"),
+    path("<int:approval_id>/viewing/", views.approval_viewing_now, name="viewing"),
     path("settings/", reviewer_settings.reviewer_settings, name="settings"),
 ]

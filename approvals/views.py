@@ -17,6 +17,7 @@ from approvals.errors import AlreadyDecided, ApprovalError, ApprovalExpired
 from approvals.forms import DecisionForm, arg_input_name
 from approvals.models import Approval
 from approvals.notifications import approval_summary
+from approvals.presence import VIEWING_REFRESH_SECONDS, approval_viewing, approval_viewing_stopped
 from approvals.selectors import (
     QUEUE_AGES,
     QUEUE_SORTS,
@@ -321,3 +322,15 @@ def _input_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+@require_POST
+@reviewer_required
+def approval_viewing_now(request: HttpRequest, approval_id: int) -> JsonResponse:
+    """The detail page's heartbeat: who else has this approval open (``?closing=1``: it closes)."""
+    username = request.user.get_username()
+    if request.GET.get("closing") == "1":
+        approval_viewing_stopped(approval_id=approval_id, username=username)
+        return JsonResponse({"viewers": []})
+    viewers = approval_viewing(approval_id=approval_id, username=username)
+    return JsonResponse({"viewers": viewers, "refresh_seconds": VIEWING_REFRESH_SECONDS})

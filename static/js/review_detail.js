@@ -93,6 +93,43 @@
     }
   }
 
+  // Who else has this page open: a heartbeat every few seconds (best effort; names via textContent).
+  const viewing = document.getElementById("also-viewing");
+  function csrfToken() {
+    const field = document.querySelector('input[name="csrfmiddlewaretoken"]');
+    if (field) return field.value;
+    const cookie = document.cookie.split(";").map((c) => c.trim()).find((c) => c.startsWith("csrftoken="));
+    return cookie ? decodeURIComponent(cookie.slice("csrftoken=".length)) : "";
+  }
+  async function heartbeat() {
+    let refresh = 10;
+    try {
+      const response = await fetch(viewing.dataset.url, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "X-CSRFToken": csrfToken() },
+      });
+      if (response.ok) {
+        const data = await response.json();
+        const others = Array.isArray(data.viewers) ? data.viewers.map(String) : [];
+        viewing.textContent = others.length ? "Also viewing now: " + others.join(", ") + "." : "";
+        viewing.hidden = others.length === 0;
+        refresh = Number(data.refresh_seconds) || refresh;
+      }
+    } catch {
+      // Presence is a hint; the next beat tries again.
+    }
+    window.setTimeout(heartbeat, refresh * 1000);
+  }
+  if (viewing && notice.dataset.pending === "1") {
+    heartbeat();
+    window.addEventListener("pagehide", () => {
+      const body = new FormData();
+      body.append("csrfmiddlewaretoken", csrfToken());
+      navigator.sendBeacon(viewing.dataset.url + "?closing=1", body);
+    });
+  }
+
   if (notice.dataset.pending !== "1") return;
   const status = document.createElement("p");
   status.className = "visually-hidden";

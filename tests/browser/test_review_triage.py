@@ -141,6 +141,20 @@ class ReviewTriageInBrowserTests(LiveServerTestCase):
         expect(page.locator("#approval-status")).to_have_text("Rejected")
         self.screenshot(page, "detail-decided-elsewhere-1280")
 
+    def test_the_detail_page_shows_who_else_is_viewing_it(self):
+        (approval,) = self.requests(1)
+        rita, bob = self.new_page(), self.new_page()
+        self.log_in(rita, ReviewerFactory(username="rita"), then=f"/review/{approval.pk}/")
+        expect(rita.locator("#also-viewing")).to_be_hidden()
+
+        self.log_in(bob, ReviewerFactory(username="bob"), then=f"/review/{approval.pk}/")
+
+        expect(bob.locator("#also-viewing")).to_have_text("Also viewing now: rita.")
+        # Rita's page hears of bob on its next heartbeat (every 10 s).
+        expect(rita.locator("#also-viewing")).to_have_text("Also viewing now: bob.", timeout=15_000)
+        bob.context.close()
+        expect(rita.locator("#also-viewing")).to_be_hidden(timeout=15_000)
+
     def test_the_queue_sets_own_requests_apart_and_filters(self):
         rita = ReviewerFactory(username="rita")
         (theirs,) = self.requests(1)

@@ -204,6 +204,9 @@ vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Anvia <anvia@localhost>")
 ANVIA_PUBLIC_URL = env.str("ANVIA_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
 ANVIA_SLACK_WEBHOOK_URL = env.str("ANVIA_SLACK_WEBHOOK_URL", default="")
+# Email / webhook reviewers who do not have the queue open (Celery tasks). Studio turns this off:
+# one process, no Celery, and its reviewer is the developer at the page.
+ANVIA_REVIEWER_NOTIFICATIONS = env.bool("ANVIA_REVIEWER_NOTIFICATIONS", default=True)
 ANVIA_WEBHOOK_TIMEOUT_SECONDS = env.float("ANVIA_WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 
 CELERY_BEAT_SCHEDULE = {

@@ -213,6 +213,8 @@ def approval_notify_away_reviewers(*, approval_id: int) -> None:
     after commit: the tasks retry on their own, and nothing they do can fail the request."""
     from approvals.tasks import email_reviewers, post_webhook
 
+    if not settings.ANVIA_REVIEWER_NOTIFICATIONS:
+        return
     transaction.on_commit(lambda: email_reviewers.delay(approval_id), robust=True)
     if settings.ANVIA_SLACK_WEBHOOK_URL:
         transaction.on_commit(lambda: post_webhook.delay(approval_id), robust=True)

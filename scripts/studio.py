@@ -18,6 +18,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "anvia_project.settings")
 os.environ.setdefault("DJANGO_DEBUG", "true")  # a local tool on 127.0.0.1
 os.environ["ANVIA_DECISION_CHANNEL"] = "memory"  # Studio's runs and its reviewer share this process
 os.environ.setdefault("ANVIA_CHANNEL_LAYER", "memory")
+os.environ["ANVIA_REVIEWER_NOTIFICATIONS"] = "false"  # no Celery here; the reviewer is at the page
 
 import django
 

@@ -218,3 +218,17 @@ def test_an_unreachable_webhook_does_not_fail_the_request(settings, django_captu
     # Queued for real (the broker), as in production; the request and its decision go on.
     approval = ask(UserFactory(username="alice"), django_capture_on_commit_callbacks)
     assert approval_decide(approval_id=approval.pk, reviewer=rita, approved=True, reason="").status == "approved"
+
+
+def test_nothing_is_queued_where_reviewer_notifications_are_off(
+    tasks_run_now, django_capture_on_commit_callbacks, settings
+):
+    # Studio's script turns them off: one process, no Celery, the reviewer is at the page.
+    settings.ANVIA_REVIEWER_NOTIFICATIONS = False
+    settings.ANVIA_SLACK_WEBHOOK_URL = "http://127.0.0.1:9/hook"
+    ReviewerFactory(username="rita", email="rita@example.com")
+
+    ask(UserFactory(username="carol"), django_capture_on_commit_callbacks)
+
+    assert tasks_run_now == []
+    assert mail.outbox == []

@@ -222,8 +222,15 @@ ANVIA_API_MAX_BODY_BYTES = env.int("ANVIA_API_MAX_BODY_BYTES", default=256 * 102
 # logout, and changes to a user's rights (permissions, groups, account), reach its sockets at once.
 ANVIA_SOCKET_RECHECK_SECONDS = env.float("ANVIA_SOCKET_RECHECK_SECONDS", default=60.0)
 
-# A task blocked on an approval is not acknowledged; Redis must not redeliver it meanwhile.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(max(3600, ANVIA_APPROVAL_BLOCK_SECONDS * 4))}
+# A task blocked on an approval is not acknowledged; Redis must not redeliver it meanwhile. A socket
+# timeout (far above kombu's 1 s BRPOP) so no broker read waits forever on a dead connection -
+# including kombu's after-fork close of an inherited connection in a forked process (a test's live
+# server hung there in CI).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(max(3600, ANVIA_APPROVAL_BLOCK_SECONDS * 4)),
+    "socket_timeout": 30,
+    "socket_connect_timeout": 5,
+}
 # When the broker connection drops (Redis restarting), runs in flight go on: a run blocked on a
 # decision keeps waiting, its lease (not the broker) keeps it to one worker. Celery 6 would cancel
 # them by default. (Why the worker itself survives: anvia_project/redis_broker.py.)

@@ -9,7 +9,6 @@ Set ``ANVIA_SCREENSHOT_DIR`` (e.g. ``/tmp``) to keep screenshots of Alice's page
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from pathlib import Path
@@ -23,9 +22,8 @@ from agents.support import support_agent
 from approvals.models import Approval
 from shop.models import Refund
 from tests.factories import PASSWORD, OrderFactory, ReviewerFactory, UserFactory
-from tests.support.live_server import LiveServerTestCase
+from tests.support.live_server import LiveServerWithWorkerTestCase
 from tests.support.waiting import wait_until
-from tests.support.workers import thread_worker
 
 TIMEOUT_MS = 15_000
 REASON = "Review refund of $150.00 for A-1001."
@@ -47,26 +45,7 @@ SAFE = {"xss": "undefined", "images": 0, "handlers": 0}
 @pytest.mark.redis
 # Long enough that the run waits in the worker for the reviewer instead of suspending.
 @override_settings(ANVIA_APPROVAL_BLOCK_SECONDS=30)
-class ChatFlowInBrowserTests(LiveServerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        # One real worker (threads pool) in this process for the class: it sees the settings
-        # above, and the test database the live server uses.
-        cls._worker = contextlib.ExitStack()
-        try:
-            cls._worker.enter_context(thread_worker(concurrency=4, shutdown_timeout=45))
-        except BaseException:
-            super().tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls._worker.close()
-        finally:
-            super().tearDownClass()
-
+class ChatFlowInBrowserTests(LiveServerWithWorkerTestCase):
     @pytest.fixture(autouse=True)
     def use_pages(self, page: Page, browser: Browser):
         page.set_default_timeout(TIMEOUT_MS)

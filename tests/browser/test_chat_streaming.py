@@ -7,7 +7,6 @@ Set ``ANVIA_SCREENSHOT_DIR`` (e.g. ``/tmp``) to keep screenshots of the page whi
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import re
@@ -20,8 +19,7 @@ from playwright.sync_api import Page, expect
 from agents.models import AgentRun, RunEvent
 from agents.support import support_agent
 from tests.factories import PASSWORD, UserFactory
-from tests.support.live_server import LiveServerTestCase
-from tests.support.workers import thread_worker
+from tests.support.live_server import LiveServerWithWorkerTestCase
 
 TIMEOUT_MS = 15_000
 WORD_DELAY = 0.12
@@ -45,23 +43,8 @@ WATCH_THE_BUBBLE = """() => {
 @pytest.mark.browser
 @pytest.mark.redis
 @override_settings(ANVIA_OFFLINE_WORD_DELAY_SECONDS=WORD_DELAY)
-class ChatStreamingInBrowserTests(LiveServerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls._worker = contextlib.ExitStack()
-        try:
-            cls._worker.enter_context(thread_worker(concurrency=2, shutdown_timeout=45))
-        except BaseException:
-            super().tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls._worker.close()
-        finally:
-            super().tearDownClass()
+class ChatStreamingInBrowserTests(LiveServerWithWorkerTestCase):
+    worker_concurrency = 2
 
     @pytest.fixture(autouse=True)
     def use_page(self, page: Page):

@@ -8,7 +8,6 @@ Alice chats in one browser context, Rita reviews on /review/ in another. Set
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from decimal import Decimal
@@ -22,9 +21,8 @@ from agents.models import AgentRun
 from approvals.models import Approval
 from shop.models import Refund
 from tests.factories import PASSWORD, OrderFactory, RefundFactory, ReviewerFactory, UserFactory
-from tests.support.live_server import LiveServerTestCase
+from tests.support.live_server import LiveServerWithWorkerTestCase
 from tests.support.waiting import wait_until
-from tests.support.workers import thread_worker
 
 TIMEOUT_MS = 15_000
 
@@ -33,24 +31,7 @@ TIMEOUT_MS = 15_000
 @pytest.mark.redis
 # Long enough that the run waits in the worker for the reviewer instead of suspending.
 @override_settings(ANVIA_APPROVAL_BLOCK_SECONDS=30)
-class StepDecisionsInBrowserTests(LiveServerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls._worker = contextlib.ExitStack()
-        try:
-            cls._worker.enter_context(thread_worker(concurrency=4, shutdown_timeout=45))
-        except BaseException:
-            super().tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            cls._worker.close()
-        finally:
-            super().tearDownClass()
-
+class StepDecisionsInBrowserTests(LiveServerWithWorkerTestCase):
     @pytest.fixture(autouse=True)
     def use_pages(self, page: Page, browser: Browser):
         page.set_default_timeout(TIMEOUT_MS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import SyncToAsync
@@ -26,3 +27,29 @@ class LiveServerTestCase(ChannelsLiveServerTestCase):
     """``ChannelsLiveServerTestCase`` whose server works whatever ran before it in the session."""
 
     ProtocolServerProcess = ForkSafeDaphneProcess
+
+
+class LiveServerWithWorkerTestCase(LiveServerTestCase):
+    """A live server plus one real Celery worker (threads pool) in this process for the class: it
+    sees the class's settings overrides, and the test database the live server uses."""
+
+    worker_concurrency = 4
+
+    @classmethod
+    def setUpClass(cls):
+        from tests.support.workers import thread_worker
+
+        super().setUpClass()
+        cls._worker = contextlib.ExitStack()
+        try:
+            cls._worker.enter_context(thread_worker(concurrency=cls.worker_concurrency, shutdown_timeout=45))
+        except BaseException:
+            super().tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls._worker.close()
+        finally:
+            super().tearDownClass()

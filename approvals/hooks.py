@@ -76,6 +76,8 @@ def approval_hook(
 
 def approval_request_for(call: ToolCall, *, user=None, conversation_id: str | int = "", agent_name: str = ""):
     """The ``ApprovalRequest`` for a tool call, with what the reviewer needs to judge it."""
+    rule = call.approval
+    policy = call.policy
     return ApprovalRequest(
         run_id=call.run_id,
         call_id=call.call_id,
@@ -92,6 +94,17 @@ def approval_request_for(call: ToolCall, *, user=None, conversation_id: str | in
             {"role": m.role, "content": m.content} for m in call.messages[-EXCERPT_MESSAGES:] if m.content
         ],
         preview=call.preview(),
+        policy_rule=policy.rule if policy else "",
+        facts=dict(policy.facts) if policy else {},
+        quorum=policy.quorum if policy else 1,
+        reviewer_group=rule.reviewer_group if rule else "",
+        reviewer_permission=rule.reviewer_permission if rule else "",
+        escalate_after=rule.escalate_after if rule else None,
+        escalate_to=rule.escalate_to if rule else "",
+        tool_fingerprint=call.definition.fingerprint(),
+        policy_fingerprint=policy.fingerprint if policy else "",
+        grant_amount_arg=rule.grant_amount if rule else "",
+        grant_scope=rule.grant_scope if rule else (),
     )
 
 
@@ -139,4 +152,4 @@ def rejection_message(reject_message: str, decision: Decision) -> str:
 
 
 def _approval_id(call: ToolCall) -> Any:
-    return Approval.objects.filter(run_id=call.run_id, call_id=call.call_id).values_list("pk", flat=True).first()
+    return Approval.objects.for_call(run_id=call.run_id, call_id=call.call_id).values_list("pk", flat=True).first()

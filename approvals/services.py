@@ -64,6 +64,18 @@ class ApprovalRequest:
     input_schema: dict[str, Any] = field(default_factory=dict)
     conversation_excerpt: list[dict[str, Any]] = field(default_factory=list)
     preview: dict[str, Any] | None = None
+    # The policy that asked and what it saw; who may decide; the tool's terms for grants.
+    policy_rule: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)
+    quorum: int = 1
+    reviewer_group: str = ""
+    reviewer_permission: str = ""
+    escalate_after: float | None = None
+    escalate_to: str = ""
+    tool_fingerprint: str = ""
+    policy_fingerprint: str = ""
+    grant_amount_arg: str = ""
+    grant_scope: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,7 +135,7 @@ def approval_request(*, request: ApprovalRequest) -> tuple[Approval, bool]:
     then cancelled: the call it was for is gone), and ``TooManyPendingApprovals`` when the user
     already has ``ANVIA_APPROVAL_MAX_PENDING_PER_USER`` requests waiting.
     """
-    existing = Approval.objects.filter(run_id=request.run_id, call_id=request.call_id).first()
+    existing = Approval.objects.for_call(run_id=request.run_id, call_id=request.call_id).first()
     if existing is not None:
         mismatch = approval_call_mismatch(
             asked_tool=existing.tool_name,
@@ -164,6 +176,19 @@ def approval_request(*, request: ApprovalRequest) -> tuple[Approval, bool]:
                 reject_message=request.reject_message,
                 conversation_excerpt=request.conversation_excerpt,
                 preview=request.preview,
+                policy_rule=request.policy_rule,
+                facts=request.facts,
+                quorum=request.quorum,
+                reviewer_group=request.reviewer_group,
+                reviewer_permission=request.reviewer_permission,
+                escalate_to=request.escalate_to,
+                escalate_at=None
+                if request.escalate_after is None
+                else timezone.now() + timedelta(seconds=request.escalate_after),
+                tool_fingerprint=request.tool_fingerprint,
+                policy_fingerprint=request.policy_fingerprint,
+                grant_amount_arg=request.grant_amount_arg,
+                grant_scope=list(request.grant_scope),
                 expires_at=timezone.now() + timedelta(hours=settings.ANVIA_APPROVAL_TTL_HOURS),
             )
             ApprovalEvent.objects.create(
@@ -172,7 +197,7 @@ def approval_request(*, request: ApprovalRequest) -> tuple[Approval, bool]:
             transaction.on_commit(lambda: _announce_request(approval))
     except IntegrityError:
         # Another worker (a redelivered task) created it between our read and our insert.
-        return Approval.objects.get(run_id=request.run_id, call_id=request.call_id), False
+        return Approval.objects.for_call(run_id=request.run_id, call_id=request.call_id).get(), False
     logger.info(
         "approval requested id=%s run=%s call=%s tool=%s",
         approval.pk,
@@ -443,7 +468,7 @@ def approval_record_outcome(*, approval_id: int, outcome: dict[str, Any]) -> Non
 
 def approval_record_call_outcome(*, run_id: str, call_id: str, outcome: dict[str, Any]) -> bool:
     """``approval_record_outcome`` for the approval of a run's call; ``False`` if it had none."""
-    approval_id = Approval.objects.filter(run_id=run_id, call_id=call_id).values_list("pk", flat=True).first()
+    approval_id = Approval.objects.for_call(run_id=run_id, call_id=call_id).values_list("pk", flat=True).first()
     if approval_id is None:
         return False
     approval_record_outcome(approval_id=approval_id, outcome=outcome)

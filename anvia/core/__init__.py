@@ -25,6 +25,7 @@ from anvia.core.models import (
     StreamingModelClient,
     create_model,
 )
+from anvia.core.policies import PolicyRule, PolicyVerdict, allow, ask, deny
 from anvia.core.state import RunState, ToolCallRecord
 from anvia.core.tools import Approval, RunTool, SkipTool, SuspendRun, Tool, ToolCall, ToolContext, create_tool, tool
 
@@ -47,6 +48,8 @@ __all__ = [
     "ModelUnavailableError",
     "OfflineModel",
     "OpenAICompatibleModel",
+    "PolicyRule",
+    "PolicyVerdict",
     "PromptRequest",
     "RunState",
     "RunTool",
@@ -62,8 +65,11 @@ __all__ = [
     "ToolError",
     "ToolExecutionError",
     "Usage",
+    "allow",
+    "ask",
     "create_hook",
     "create_model",
     "create_tool",
+    "deny",
     "tool",
 ]

@@ -25,6 +25,7 @@ from anvia.core.events import Event, EventSink
 from anvia.core.hooks import Hook
 from anvia.core.messages import Message, ModelReply, ModelRequest, ToolCallRequest, Usage
 from anvia.core.models.base import ModelClient, model_session
+from anvia.core.policies import ASK, DENY
 from anvia.core.state import RunState, ToolCallRecord
 from anvia.core.tools import (
     RespondTool,
@@ -341,9 +342,12 @@ class PromptRequest:
             tool=ToolHandle(tool),
             messages=tuple(state.messages),
         )
-        if tool.approval is not None and tool.approval.is_required(call):
-            call.requires_approval = True
-            call.approval_reason = tool.approval.reason_for(call)
+        if tool.approval is not None:
+            # The rules may read the app's records (facts): a sync function runs where a sync tool would.
+            call.policy = await call_maybe_async(tool.approval.evaluate, call)
+            call.requires_approval = call.policy.outcome == ASK
+            call.approval_reason = call.policy.reason if call.requires_approval else None
+            await self._tell_hooks_policy(call)
         arguments = call.args_json
         await self._emit(
             "tool_call",
@@ -352,14 +356,34 @@ class PromptRequest:
                 "tool_name": tool.name,
                 "args": arguments,
                 "requires_approval": call.requires_approval,
+                **({"policy": call.policy.outcome, "policy_rule": call.policy.rule} if call.policy else {}),
             },
         )
+        if call.policy is not None and call.policy.outcome == DENY:
+            await self._finish_call(
+                request, arguments, "skipped", message=call.policy.message, policy=_policy_record(call)
+            )
+            return None
         if call.requires_approval:
             await self._emit(
                 "approval_requested",
                 {"call_id": call.call_id, "tool_name": tool.name, "args": arguments, "reason": call.approval_reason},
             )
         return call
+
+    async def _tell_hooks_policy(self, call: ToolCall) -> None:
+        for hook in self._hooks:
+            if hook.on_policy is None:
+                continue
+            try:
+                await call_maybe_async(hook.on_policy, call)
+            except Exception as error:
+                logger.exception(
+                    "hook %s raised recording the policy of %s in run %s", hook.name, call.tool_name, call.run_id
+                )
+                raise AgentRunError(
+                    f"The {hook.name} failed recording the policy of {call.tool_name}: {error}"
+                ) from error
 
     async def _announce(self, calls: list[ToolCall]) -> None:
         for hook in self._hooks:
@@ -391,7 +415,11 @@ class PromptRequest:
 
     async def _apply(self, request: ToolCallRequest, call: ToolCall, verdict: ToolVerdict) -> None:
         """Carry out a verdict: run the tool, or answer the model for it."""
-        common = {"requires_approval": call.requires_approval, "approval_reason": call.approval_reason}
+        common = {
+            "requires_approval": call.requires_approval,
+            "approval_reason": call.approval_reason,
+            "policy": _policy_record(call),
+        }
         approved = (isinstance(verdict, RunTool)) if call.requires_approval else None
         arguments = call.args_json
         if isinstance(verdict, SkipTool):
@@ -522,6 +550,12 @@ class PromptRequest:
             except Exception:
                 # A broken progress display must not break the run it displays.
                 logger.exception("event sink failed on %s in run %s", type_, self.state.run_id)
+
+
+def _policy_record(call: ToolCall) -> dict[str, str] | None:
+    if call.policy is None:
+        return None
+    return {"outcome": call.policy.outcome, "rule": call.policy.rule}
 
 
 def _action_of(verdict: ToolVerdict) -> str:

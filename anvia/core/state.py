@@ -29,6 +29,8 @@ class ToolCallRecord(BaseModel):
     requires_approval: bool = False
     approval_reason: str | None = None
     approved: bool | None = None
+    # What the tool's policy decided, e.g. {"outcome": "allow", "rule": "small refunds"}.
+    policy: dict[str, str] | None = None
     step: int = 0
 
 

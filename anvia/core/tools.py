@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, get_type_hints
 
 from asgiref.sync import sync_to_async
@@ -13,6 +15,7 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from anvia.core.errors import ToolArgumentsError
 from anvia.core.messages import Message, ToolSpec
+from anvia.core.policies import ALLOW, ASK, DENY, PolicyRule, PolicyVerdict, ask, code_fingerprint, jsonable, text_for
 
 DEFAULT_REJECT_MESSAGE = "The tool call was not approved."
 
@@ -129,6 +132,10 @@ class ToolCall:
     requires_approval: bool = False
     approval_reason: str | None = None
     messages: Sequence[Message] = ()
+    # What the app knows about this call (``Approval(facts=...)``), for rules and reasons.
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    # What the tool's policy decided (allow, deny or ask) and why; ``None`` for a tool without approval.
+    policy: PolicyVerdict | None = None
 
     @property
     def definition(self) -> Tool:
@@ -169,25 +176,98 @@ ApprovalReason = str | Callable[[ToolCall], str]
 
 @dataclass(frozen=True)
 class Approval:
-    """Approval metadata on a tool.
+    """Approval metadata on a tool: its policy, and who decides when a person is asked.
 
     ``when`` decides per call whether a person must approve it (absent: always);
     ``reason`` is what the reviewer reads (a string or a function of the call);
     ``reject_message`` is what the model is told when the call is refused.
+
+    ``policy`` lists rules (``allow``/``deny``/``ask`` from ``anvia.core.policies``) tried in
+    order before ``when``; the first that matches decides. ``facts(call)`` gives the rules what
+    the app knows about the call (``call.facts``), e.g. the order's earlier refunds.
+
+    ``quorum``: how many distinct reviewers must approve an asked call (a rule may ask for more).
+    ``reviewer_group`` / ``reviewer_permission``: who may decide (a Django group name, a permission
+    ``"app.codename"``), beyond the app's reviewer permission. ``escalate_after`` (seconds):
+    a request still pending that long is also put to ``escalate_to`` (a group name).
+    ``grant_amount`` names the argument a standing grant's total is counted in (e.g. ``"amount"``);
+    ``grant_scope`` the arguments a grant may be limited to (e.g. ``("order_id",)``).
     """
 
     when: ApprovalRule | None = None
     reason: ApprovalReason | None = None
     reject_message: str = DEFAULT_REJECT_MESSAGE
+    policy: Sequence[PolicyRule] = ()
+    facts: Callable[[ToolCall], Mapping[str, Any]] | None = None
+    quorum: int = 1
+    reviewer_group: str = ""
+    reviewer_permission: str = ""
+    escalate_after: float | None = None
+    escalate_to: str = ""
+    grant_amount: str = ""
+    grant_scope: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.quorum < 1:
+            raise ValueError("quorum must be at least 1.")
+        if (self.escalate_after is None) != (not self.escalate_to):
+            raise ValueError("escalate_after and escalate_to go together: how long, and to which group.")
+
+    def rules(self) -> list[PolicyRule]:
+        """The policy as tried: its rules, then ``when`` (ask when it holds, else allow), or,
+        without ``when``, ask (fail closed)."""
+        if self.when is None:
+            return [*self.policy, ask(name="every call is asked")]
+        return [*self.policy, ask(self.when, name="when"), PolicyRule(ALLOW, name="when did not hold")]
+
+    def evaluate(self, call: ToolCall) -> PolicyVerdict:
+        """Decide the call: the first matching rule's outcome, with what it saw. Sets
+        ``call.facts`` first. A facts function or a rule that raises asks a person (fail closed),
+        the reason saying what failed."""
+        fingerprint = self.fingerprint()
+        try:
+            call.facts = dict(self.facts(call)) if self.facts is not None else {}
+        except Exception as error:
+            call.facts = {}
+            return self._failed_closed(call, f"the facts could not be gathered: {type(error).__name__}: {error}")
+        for index, rule in enumerate(self.rules()):
+            try:
+                matched = rule.when is None or bool(rule.when(call))
+            except Exception as error:
+                return self._failed_closed(call, f"{rule.label(index)} raised {type(error).__name__}: {error}")
+            if not matched:
+                continue
+            return PolicyVerdict(
+                outcome=rule.outcome,
+                rule=rule.label(index),
+                reason=self._reason(rule, call),
+                message=rule.message if rule.outcome == DENY else "",
+                quorum=(rule.quorum or self.quorum) if rule.outcome == ASK else 1,
+                facts=jsonable(call.facts),
+                fingerprint=fingerprint,
+            )
+        raise AssertionError("rules() ends with a rule that always matches")  # pragma: no cover
+
+    def _reason(self, rule: PolicyRule, call: ToolCall) -> str:
+        if rule.outcome == DENY:
+            return rule.message
+        if rule.outcome == ALLOW:
+            return text_for(rule.reason, call) or f"allowed by {rule.name or 'the policy'}"
+        return text_for(rule.reason, call) or self.reason_for(call)
+
+    def _failed_closed(self, call: ToolCall, why: str) -> PolicyVerdict:
+        return PolicyVerdict(
+            outcome=ASK,
+            rule="failed closed",
+            reason=f"{self.reason_for(call)} (Asked because {why}.)",
+            quorum=self.quorum,
+            facts=jsonable(call.facts),
+            fingerprint=self.fingerprint(),
+        )
 
     def is_required(self, call: ToolCall) -> bool:
-        """Whether this call needs a decision. A rule that raises counts as "yes" (fail closed)."""
-        if self.when is None:
-            return True
-        try:
-            return bool(self.when(call))
-        except Exception:
-            return True
+        """Whether this call needs a decision (the policy says ask). Fails closed."""
+        return self.evaluate(call).outcome == ASK
 
     def reason_for(self, call: ToolCall) -> str:
         """The text a reviewer sees for this call."""
@@ -199,6 +279,24 @@ class Approval:
             return str(self.reason(call))
         except Exception as error:
             return f"Approve {call.tool_name}? (the reason could not be built: {error})"
+
+    @cached_property
+    def _fingerprint(self) -> str:
+        return code_fingerprint(
+            self.rules(),
+            self.facts,
+            self.quorum,
+            self.reviewer_group,
+            self.reviewer_permission,
+            self.grant_amount,
+            self.grant_scope,
+        )
+
+    def fingerprint(self) -> str:
+        """A digest of the policy that decides (its rules' code and the values they read, the
+        quorum, who decides; not the wording shown): an approval given under one policy is not
+        used under another."""
+        return self._fingerprint
 
 
 Execute = Callable[..., Any] | Callable[..., Awaitable[Any]]
@@ -218,6 +316,12 @@ class Tool:
     execute: Execute
     approval: Approval | None = None
     preview: Preview | None = None
+
+    def fingerprint(self) -> str:
+        """A digest of the tool as a call to it is judged: its name and input schema. An approval
+        asked under one schema is not used for a call under another."""
+        schema = json.dumps(self.input.model_json_schema(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(f"{self.name}\n{schema}".encode()).hexdigest()[:16]
 
     def spec(self) -> ToolSpec:
         """The tool as a model sees it."""

@@ -54,7 +54,19 @@ def test_a_rule_that_raises_requires_approval():
         raise KeyError("limit")
 
     guarded = Approval(when=broken_rule)
-    assert guarded.is_required(object()) is True
+    assert guarded.is_required(_call_of(guarded)) is True
+
+
+def _call_of(approval: Approval, **args):
+    from pydantic import BaseModel
+
+    from anvia.core.tools import ToolCall, ToolHandle, create_tool
+
+    class Args(BaseModel):
+        amount: float = 1.0
+
+    definition = create_tool(name="t", description="t", input=Args, execute=lambda a: None, approval=approval)
+    return ToolCall(tool_name="t", call_id="c", args=Args(**args), run_id="r", context={}, tool=ToolHandle(definition))
 
 
 def test_tool_decorator_builds_the_input_model_from_the_signature():

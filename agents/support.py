@@ -6,18 +6,20 @@ only ever touches that customer's orders.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.utils import timezone
 from pydantic import BaseModel, Field
 
 from agents.llm import SettingsModel
 from agents.plain_words import ToolWords, tool_words
-from anvia import Agent, Approval, ToolContext, ToolError, create_tool
+from anvia import Agent, Approval, ToolContext, ToolError, allow, ask, create_tool, deny
 from approvals.selectors import approvals_pending_with_arg
 from shop import services as shop
 from shop.errors import ShopError
-from shop.selectors import order_by_number, order_for_customer, order_refunded, order_summary
+from shop.selectors import order_by_number, order_for_customer, order_refunded, order_refunds_since, order_summary
 
 
 class OrderRef(BaseModel):
@@ -109,14 +111,95 @@ lookup_order = create_tool(
     execute=lookup,
 )
 
+# The refund policy. Splitting a refund to stay under a review threshold is the oldest trick
+# there is, so the threshold counts what the order already got back in the window.
+REVIEW_OVER = Decimal("100")  # refunds of an order in the window, this one included
+REVIEW_WINDOW_DAYS = 30
+TWO_REVIEWERS_OVER = Decimal("500")  # one refund this large needs two distinct reviewers
+
+
+def refund_facts(call) -> dict:
+    """What the refund rules read: the order's total and its refunds in the review window."""
+    order = order_by_number(number=call.args.order_id)
+    if order is None:
+        return {
+            "order_found": False,
+            "order_total": "0.00",
+            "left_to_refund": "0.00",
+            "refunded_in_window": "0.00",
+            "refunds_in_window": 0,
+        }
+    since = timezone.now() - timedelta(days=REVIEW_WINDOW_DAYS)
+    refunded, count = order_refunds_since(order, since)
+    return {
+        "order_found": True,
+        "order_total": f"{order.total:.2f}",
+        "left_to_refund": f"{order.total - order_refunded(order):.2f}",
+        "refunded_in_window": f"{refunded:.2f}",
+        "refunds_in_window": count,
+    }
+
+
+def _amount(call) -> Decimal:
+    return Decimal(str(call.args.amount)).quantize(Decimal("0.01"))
+
+
+def _refunded(call) -> Decimal:
+    return Decimal(call.facts["refunded_in_window"])
+
+
+def _more_than_the_order(call) -> bool:
+    return call.facts["order_found"] and _amount(call) > Decimal(call.facts["order_total"])
+
+
+def _refund_reason(call) -> str:
+    asked = f"Review refund of ${_amount(call):.2f} for {call.args.order_id}"
+    count = call.facts["refunds_in_window"]
+    if not count:
+        return f"{asked}."
+    return (
+        f"{asked}: ${_refunded(call):.2f} of ${Decimal(call.facts['order_total']):.2f} already refunded in "
+        f"{count} call{'s' if count != 1 else ''} in the last {REVIEW_WINDOW_DAYS} days."
+    )
+
+
 refund_order = create_tool(
     name="refund_order",
     description="Refund part or all of one of the customer's orders.",
     input=RefundInput,
     approval=Approval(
-        when=lambda call: call.args.amount > 100,
-        reason=lambda call: f"Review refund of ${call.args.amount:.2f} for {call.args.order_id}.",
+        facts=refund_facts,
+        policy=[
+            deny(
+                _more_than_the_order,
+                message=lambda call: (
+                    f"Order {call.args.order_id} totals ${Decimal(call.facts['order_total']):.2f}: no refund larger "
+                    "than the order can be made."
+                ),
+                name="more than the order",
+            ),
+            ask(
+                lambda call: _amount(call) > TWO_REVIEWERS_OVER,
+                quorum=2,
+                reason=_refund_reason,
+                name=f"over ${TWO_REVIEWERS_OVER}: two reviewers",
+            ),
+            ask(
+                lambda call: _refunded(call) + _amount(call) > REVIEW_OVER,
+                reason=_refund_reason,
+                name=f"over ${REVIEW_OVER} in {REVIEW_WINDOW_DAYS} days",
+            ),
+            allow(
+                reason=lambda call: (
+                    f"${_refunded(call) + _amount(call):.2f} refunded on {call.args.order_id} in {REVIEW_WINDOW_DAYS} "
+                    f"days with this one, within ${REVIEW_OVER}"
+                ),
+                name="small refunds",
+            ),
+        ],
         reject_message="Refund was not approved.",
+        grant_amount="amount",
+        grant_scope=("order_id",),
     ),
     execute=refund,
     preview=refund_preview,
@@ -164,7 +247,8 @@ support_agent = Agent(
     description="Customer support for the demo shop: order status, refunds, cancellations.",
     instructions=(
         "You are the support agent of a small shop. Help the customer with their orders using the "
-        "tools. Refunds over $100 and every cancellation wait for a staff reviewer; if a reviewer "
+        "tools. Refunds that bring an order over $100 refunded in 30 days, and every cancellation, wait "
+        "for a staff reviewer (over $500, for two); if a reviewer "
         "refuses, tell the customer plainly and include the reviewer's reason."
     ),
     model=SettingsModel(),

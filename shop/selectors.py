@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.db.models import Sum
+from django.db.models import Count, Sum
 
 from shop.errors import OrderNotFound
 from shop.models import Order
@@ -23,6 +23,12 @@ def order_by_number(*, number: str) -> Order | None:
 
 def order_refunded(order: Order) -> Decimal:
     return order.refunds.aggregate(total=Sum("amount"))["total"] or Decimal("0.00")
+
+
+def order_refunds_since(order: Order, since) -> tuple[Decimal, int]:
+    """The total and the number of the order's refunds made since ``since``."""
+    made = order.refunds.filter(created_at__gte=since).aggregate(total=Sum("amount"), count=Count("id"))
+    return made["total"] or Decimal("0.00"), made["count"]
 
 
 def order_summary(order: Order) -> dict:

@@ -42,7 +42,7 @@ class PolicyRule:
     outcome: Outcome
     when: RuleTest | None = None
     reason: Text | None = None
-    message: str = ""
+    message: Text = ""
     quorum: int | None = None
     name: str = ""
 
@@ -57,8 +57,9 @@ def allow(when: RuleTest | None = None, *, reason: Text | None = None, name: str
     return PolicyRule(ALLOW, when=when, reason=reason, name=name)
 
 
-def deny(when: RuleTest | None = None, *, message: str, name: str = "") -> PolicyRule:
-    """Refuse the call when ``when(call)`` holds; the model is told ``message``."""
+def deny(when: RuleTest | None = None, *, message: Text, name: str = "") -> PolicyRule:
+    """Refuse the call when ``when(call)`` holds; the model is told ``message`` (a string or a
+    function of the call)."""
     if not message:
         raise ValueError("deny() needs the message the model is told.")
     return PolicyRule(DENY, when=when, message=message, name=name)

@@ -241,7 +241,7 @@ class Approval:
                 outcome=rule.outcome,
                 rule=rule.label(index),
                 reason=self._reason(rule, call),
-                message=rule.message if rule.outcome == DENY else "",
+                message=(text_for(rule.message, call) or "") if rule.outcome == DENY else "",
                 quorum=(rule.quorum or self.quorum) if rule.outcome == ASK else 1,
                 facts=jsonable(call.facts),
                 fingerprint=fingerprint,
@@ -250,7 +250,7 @@ class Approval:
 
     def _reason(self, rule: PolicyRule, call: ToolCall) -> str:
         if rule.outcome == DENY:
-            return rule.message
+            return text_for(rule.message, call) or ""
         if rule.outcome == ALLOW:
             return text_for(rule.reason, call) or f"allowed by {rule.name or 'the policy'}"
         return text_for(rule.reason, call) or self.reason_for(call)

@@ -63,7 +63,8 @@ def test_the_preview_warns_about_someone_elses_order_and_lists_other_pending_req
 
 def test_reviewers_see_the_preview_in_the_api_and_on_the_page(suspending, client):
     dora = UserFactory(username="dora")
-    Order.objects.create(number="A-1001", customer=dora, description="Espresso machine", total="100.00")
+    order = Order.objects.create(number="A-1001", customer=dora, description="Espresso machine", total="200.00")
+    Refund.objects.create(order=order, amount="100.00", idempotency_key="earlier")
     approval = request_refund(dora, "refund order A-1001, $150")
     reviewer = ReviewerFactory()
     api = APIClient()

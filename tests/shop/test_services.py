@@ -105,5 +105,12 @@ def test_the_same_call_racing_itself_refunds_once():
 def test_seed_demo_creates_orders_once(db):
     call_command("seed_demo")
     call_command("seed_demo")
-    assert list(Order.objects.values_list("number", flat=True)) == ["A-1001", "A-1002", "A-1003", "B-2001", "B-2002"]
+    assert list(Order.objects.values_list("number", flat=True)) == [
+        "A-1001",
+        "A-1002",
+        "A-1003",
+        "A-1004",
+        "B-2001",
+        "B-2002",
+    ]
     assert Order.objects.get(number="A-1001").customer.username == "alice"

@@ -23,6 +23,7 @@ DEMO_ORDERS = [
     ("A-1001", "alice", "Espresso machine", "249.00", Order.Status.DELIVERED),
     ("A-1002", "alice", "Coffee grinder", "80.00", Order.Status.SHIPPED),
     ("A-1003", "alice", "Milk frother", "45.00", Order.Status.PLACED),
+    ("A-1004", "alice", "Roaster", "900.00", Order.Status.DELIVERED),  # refunds over $500 need two reviewers
     ("B-2001", "bob", "Standing desk", "520.00", Order.Status.PLACED),
     ("B-2002", "bob", "Desk lamp", "60.00", Order.Status.DELIVERED),
 ]

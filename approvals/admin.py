@@ -24,7 +24,7 @@ from django.views.decorators.http import require_POST
 
 from approvals.errors import AlreadyDecided, ApprovalError, ApprovalExpired
 from approvals.forms import DecisionForm
-from approvals.models import Approval, ApprovalEvent
+from approvals.models import Approval, ApprovalEvent, PolicyCheck
 from approvals.selectors import approval_outcome, preview_shown
 from approvals.services import approval_decide_refusal, approvals_decide_each, reviewer_can_decide
 
@@ -121,7 +121,8 @@ class ApprovalAdmin(admin.ModelAdmin):
             },
         ),
         ("Decision", {"fields": ("decided_by", "decided_at", "decision_reason", "edited_args_pretty")}),
-        ("Outcome", {"fields": ("executed_at", "outcome_pretty", "reject_message")}),
+        ("Outcome", {"fields": ("executed_at", "outcome_pretty", "receipt_pretty", "reject_message")}),
+        ("Policy", {"fields": ("policy_rule", "facts_pretty", "tool_fingerprint", "policy_fingerprint", "superseded")}),
         (
             "Run",
             {
@@ -219,6 +220,14 @@ class ApprovalAdmin(admin.ModelAdmin):
     @admin.display(description="Outcome")
     def outcome_pretty(self, approval: Approval) -> str:
         return self._json(approval.outcome)
+
+    @admin.display(description="Receipt")
+    def receipt_pretty(self, approval: Approval) -> str:
+        return self._json(approval.receipt)
+
+    @admin.display(description="What the policy saw")
+    def facts_pretty(self, approval: Approval) -> str:
+        return self._json(approval.facts)
 
     @admin.display(description="Conversation excerpt")
     def conversation_excerpt_pretty(self, approval: Approval) -> str:
@@ -332,3 +341,45 @@ class ApprovalAdmin(admin.ModelAdmin):
                 request, f"Approval #{decided.pk} ({decided.tool_name}) {decided.status}.", messages.SUCCESS
             )
         return HttpResponseRedirect(change_url)
+
+
+@admin.register(PolicyCheck)
+class PolicyCheckAdmin(admin.ModelAdmin):
+    """The audit trail of every protected call: why it ran unasked, was refused, or was asked."""
+
+    list_display = ("created_at", "tool_name", "outcome", "rule", "requested_by", "reason")
+    list_filter = ("outcome", "tool_name", "rule")
+    search_fields = ("tool_name", "rule", "reason", "run_id", "call_id", "requested_by__username")
+    list_select_related = ("requested_by",)
+    ordering = ("-created_at", "-id")
+    readonly_fields = (
+        "created_at",
+        "tool_name",
+        "outcome",
+        "rule",
+        "reason",
+        "quorum",
+        "facts",
+        "args",
+        "args_hash",
+        "requested_by",
+        "agent_name",
+        "conversation_id",
+        "run_id",
+        "call_id",
+        "tool_fingerprint",
+        "policy_fingerprint",
+    )
+    fields = readonly_fields
+
+    def has_view_permission(self, request: HttpRequest, obj: PolicyCheck | None = None) -> bool:
+        return can_view_approvals(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: PolicyCheck | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: PolicyCheck | None = None) -> bool:
+        return False

@@ -110,9 +110,19 @@ class ApprovalEventSerializer(serializers.ModelSerializer):
 
 class ApprovalDetailSerializer(ApprovalSerializer):
     events = ApprovalEventSerializer(many=True, read_only=True, help_text="What happened to it, oldest first.")
+    facts = serializers.DictField(read_only=True, help_text=Approval.facts.field.help_text)
+    receipt = serializers.JSONField(
+        read_only=True,
+        allow_null=True,
+        help_text=(
+            "Once the tool ran: `approval_ids`, `approved_by` (every approver), `grant_id` and `grant_from` "
+            "(a standing grant), `args_hash` (of the args it ran with), `idempotency_key` (handed to the tool), "
+            "`result` (the result's reference, e.g. RF-12)."
+        ),
+    )
 
     class Meta(ApprovalSerializer.Meta):
-        fields = [*ApprovalSerializer.Meta.fields, "events"]
+        fields = [*ApprovalSerializer.Meta.fields, "policy_rule", "facts", "superseded", "receipt", "events"]
         read_only_fields = fields
 
 

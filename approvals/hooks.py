@@ -13,11 +13,13 @@ from django.conf import settings
 from anvia import Hook, ToolCall, create_hook
 from approvals.errors import ApprovalMismatch, TooManyPendingApprovals
 from approvals.models import Approval
+from approvals.policy_checks import policy_check_record
 from approvals.services import (
     ApprovalRequest,
     Decision,
     approval_call_mismatch,
     approval_request,
+    args_hash,
     wait_for_decision,
 )
 
@@ -71,7 +73,34 @@ def approval_hook(
             return call.tool.suspend(f"waiting for approval #{_approval_id(call)}")
         return verdict_for(call, decision)
 
-    return create_hook(on_tool_call=on_tool_call, on_approvals_requested=on_approvals_requested, name="approval hook")
+    def on_policy(call: ToolCall) -> None:
+        """The audit trail: why each call of a protected tool runs, is refused or is asked."""
+        policy = call.policy
+        arguments = call.args_json
+        policy_check_record(
+            run_id=call.run_id,
+            call_id=call.call_id,
+            tool_name=call.tool_name,
+            args=arguments,
+            args_hash=args_hash(arguments),
+            outcome=policy.outcome,
+            rule=policy.rule,
+            reason=policy.message if policy.outcome == "deny" else policy.reason,
+            facts=dict(policy.facts),
+            quorum=policy.quorum,
+            tool_fingerprint=call.definition.fingerprint(),
+            policy_fingerprint=policy.fingerprint,
+            requested_by_id=getattr(user, "pk", None),
+            agent_name=agent_name,
+            conversation_id=str(conversation_id or ""),
+        )
+
+    return create_hook(
+        on_tool_call=on_tool_call,
+        on_approvals_requested=on_approvals_requested,
+        on_policy=on_policy,
+        name="approval hook",
+    )
 
 
 def approval_request_for(call: ToolCall, *, user=None, conversation_id: str | int = "", agent_name: str = ""):

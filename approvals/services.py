@@ -136,6 +136,12 @@ def approval_request(*, request: ApprovalRequest) -> tuple[Approval, bool]:
     already has ``ANVIA_APPROVAL_MAX_PENDING_PER_USER`` requests waiting.
     """
     existing = Approval.objects.for_call(run_id=request.run_id, call_id=request.call_id).first()
+    if existing is not None and existing.tool_name == request.tool_name:
+        # Checked before the arguments: a changed schema changes them too (a new default field).
+        stale = approval_staleness(existing, request)
+        if stale is not None:
+            approval_supersede(approval=existing, why=stale)
+            return _approval_create(request)
     if existing is not None:
         mismatch = approval_call_mismatch(
             asked_tool=existing.tool_name,
@@ -156,6 +162,49 @@ def approval_request(*, request: ApprovalRequest) -> tuple[Approval, bool]:
             mismatch,
         )
         raise ApprovalMismatch(mismatch)
+    return _approval_create(request)
+
+
+def approval_staleness(approval: Approval, request: ApprovalRequest) -> str | None:
+    """Why ``approval`` no longer answers for this call, or ``None``: the tool's input schema or
+    the policy that asked changed between the request and now (a deploy while the run waited).
+    A call that already ran keeps its approval: it is not asked twice."""
+    if approval.executed_at is not None:
+        return None
+    if approval.tool_fingerprint and request.tool_fingerprint and approval.tool_fingerprint != request.tool_fingerprint:
+        return (
+            f"the tool {request.tool_name} changed (its name or input schema) since approval #{approval.pk} was asked"
+        )
+    if (
+        approval.policy_fingerprint
+        and request.policy_fingerprint
+        and approval.policy_fingerprint != request.policy_fingerprint
+    ):
+        return f"the approval policy of {request.tool_name} changed since approval #{approval.pk} was asked"
+    return None
+
+
+def approval_supersede(*, approval: Approval, why: str) -> bool:
+    """Retire ``approval`` so its call is asked again: a pending one is cancelled (reviewers see
+    it leave the queue), a decided one stays as decided, marked superseded. ``True`` if this call
+    retired it (two workers resuming the same run race here: one wins)."""
+    now = timezone.now()
+    with transaction.atomic():
+        changes: dict[str, Any] = {"superseded": True}
+        if approval.is_pending:
+            changes.update(status=Approval.Status.CANCELLED, decision_reason=f"Asked again: {why}.", decided_at=now)
+        retired = Approval.objects.filter(pk=approval.pk, superseded=False, status=approval.status).update(**changes)
+        if not retired:
+            return False
+        ApprovalEvent.objects.create(approval_id=approval.pk, kind=ApprovalEvent.Kind.SUPERSEDED, data={"why": why})
+        if approval.is_pending:
+            gone = Approval.objects.select_related("decided_by", "requested_by").get(pk=approval.pk)
+            transaction.on_commit(lambda: _announce_cancellation(gone))
+    logger.info("approval superseded id=%s run=%s call=%s: %s", approval.pk, approval.run_id, approval.call_id, why)
+    return True
+
+
+def _approval_create(request: ApprovalRequest) -> tuple[Approval, bool]:
     if request.requested_by_id is not None:
         _check_pending_limit(request)
     canonical = json.loads(canonical_json(request.args))
@@ -460,10 +509,37 @@ def approvals_expire_overdue(*, limit: int = 1000) -> int:
 
 
 def approval_record_outcome(*, approval_id: int, outcome: dict[str, Any]) -> None:
-    """Log what the run did with the decision (the tool ran, or was skipped)."""
+    """Log what the run did with the decision (the tool ran, or was skipped); when it ran, the
+    receipt that links the decision to what happened (see ``approval_receipt``)."""
     with transaction.atomic():
-        Approval.objects.filter(pk=approval_id).update(outcome=outcome, executed_at=timezone.now())
+        approval = Approval.objects.select_related("decided_by", "grant__granted_by").get(pk=approval_id)
+        receipt = approval_receipt(approval, outcome) if outcome.get("outcome") == "ran" else None
+        Approval.objects.filter(pk=approval_id).update(outcome=outcome, executed_at=timezone.now(), receipt=receipt)
         ApprovalEvent.objects.create(approval_id=approval_id, kind=ApprovalEvent.Kind.EXECUTED, data=outcome)
+
+
+def approval_receipt(approval: Approval, outcome: dict[str, Any]) -> dict[str, Any]:
+    """What ran on this approval: who approved it (every approver of a quorum, or the grant and
+    its grantor) -> the hash of the args it ran with -> the idempotency key the tool was handed
+    -> the result's reference (the first ``*_id`` the result adds, e.g. ``RF-12``)."""
+    approvers = [vote.reviewer.get_username() for vote in approval.votes.select_related("reviewer")]
+    if not approvers and approval.decided_by_id:
+        approvers = [approval.decided_by.get_username()]
+    result = outcome.get("result")
+    reference = None
+    if isinstance(result, dict):
+        reference = next(
+            (str(v) for k, v in result.items() if k.endswith("_id") and k not in approval.approved_args), None
+        )
+    return {
+        "approval_ids": [approval.pk],
+        "approved_by": approvers,
+        "grant_id": approval.grant_id,
+        "grant_from": approval.grant.granted_by.get_username() if approval.grant_id else None,
+        "args_hash": args_hash(approval.approved_args),
+        "idempotency_key": f"{approval.run_id}:{approval.call_id}",
+        "result": reference,
+    }
 
 
 def approval_record_call_outcome(*, run_id: str, call_id: str, outcome: dict[str, Any]) -> bool:

@@ -149,7 +149,7 @@ def test_detail_includes_events_with_their_actors(reviewer_api):
 
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == APPROVAL_FIELDS | {"events"}
+    assert set(body) == APPROVAL_FIELDS | {"policy_rule", "facts", "superseded", "receipt", "events"}
     assert body["status"] == "approved"
     assert body["decided_by"] == "bob"
     assert [(e["kind"], e["actor"]) for e in body["events"]] == [("requested", None), ("decided", "bob")]

@@ -255,6 +255,9 @@ def _tool_result_item(tool: str, data: dict) -> TimelineItem | None:
         return TimelineItem("result", _sentence(done)) if done else None
     if outcome == "responded":
         return None  # the decision's line said so
+    if outcome == "skipped" and (data.get("policy") or {}).get("outcome") == "deny":
+        # The policy's message is the tool author's words, written for whoever asked.
+        return TimelineItem("rejected", f"Not allowed: {message}" if message else "Not allowed by the shop's policy.")
     if outcome == "skipped":
         # With approval, the decision's line gave the reason.
         return None if approved else TimelineItem("skipped", "This step was skipped.")

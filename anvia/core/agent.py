@@ -526,6 +526,7 @@ class PromptRequest:
                 "note": record.note,
                 "content": content,
                 "requires_approval": record.requires_approval,
+                "policy": record.policy,
             },
         )
 

@@ -89,6 +89,8 @@ def test_a_refund_larger_than_the_order_is_denied_without_asking_anyone(alice_ap
     result = next(c for c in AgentRun.objects.get(pk=run.pk).state["tool_calls"])
     assert result["outcome"] == "skipped"
     assert result["message"] == check.reason
+    events = alice_api.get(f"/api/runs/{run.pk}/").json()["events"]
+    assert f"Not allowed: {check.reason}" in [event["text"] for event in events]
 
 
 def test_the_receipt_links_the_approval_to_the_key_and_the_refund(alice, reviewer, suspending):

@@ -1,0 +1,321 @@
+"""Standing grants: given with an approval, used by the customer's later matching calls without
+review, within their uses, total and time; revocable; never the grantor's own; race-safe."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from approvals.errors import InvalidDecision
+from approvals.grants import GrantTerms, grant_revoke, grant_use
+from approvals.models import Approval, ApprovalEvent, Grant
+from approvals.services import ApprovalRequest, approval_decide, approval_request, approval_wait
+from tests.factories import ApprovalFactory, ReviewerFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+_calls = itertools.count(1)
+
+
+def refund_approval(customer, **overrides) -> Approval:
+    """A pending refund approval of ``customer``'s, as the support tool asks for it."""
+    values = {
+        "requested_by": customer,
+        "args": {"order_id": "A-1001", "amount": 150.0},
+        "grant_amount_arg": "amount",
+        "grant_scope": ["order_id"],
+        "tool_fingerprint": "tool-v1",
+    }
+    return ApprovalFactory(**{**values, **overrides})
+
+
+def refund_request(customer, **overrides) -> ApprovalRequest:
+    n = next(_calls)
+    values = {
+        "run_id": f"run-{n}",
+        "call_id": f"call_{n}",
+        "tool_name": "refund_order",
+        "args": {"order_id": "A-1001", "amount": 40.0},
+        "reason": "Review refund of $40.00 for A-1001.",
+        "requested_by_id": customer.pk,
+        "tool_fingerprint": "tool-v1",
+        "grant_amount_arg": "amount",
+        "grant_scope": ("order_id",),
+    }
+    return ApprovalRequest(**{**values, **overrides})
+
+
+def grant_on(approval: Approval, reviewer, **terms) -> Grant:
+    terms = {"hours": 24, "uses": 3, "max_total": 200, "match_args": ["order_id"], **terms}
+    approval_decide(approval_id=approval.pk, reviewer=reviewer, action="approve", reason="ok", grant=terms)
+    return Grant.objects.get(from_approval=approval)
+
+
+@pytest.fixture
+def customer():
+    return UserFactory(username="alice")
+
+
+@pytest.fixture
+def granted(customer, reviewer) -> Grant:
+    return grant_on(refund_approval(customer), reviewer)
+
+
+# ---- giving ----------------------------------------------------------------------------------
+
+
+def test_approving_with_a_grant_records_its_terms_for_the_requester(customer, reviewer):
+    approval = refund_approval(customer)
+    grant = grant_on(approval, reviewer, hours=12)
+    assert grant.customer == customer
+    assert grant.granted_by == reviewer
+    assert grant.tool_name == "refund_order"
+    assert grant.match_args == {"order_id": "A-1001"}
+    assert (grant.max_total, grant.max_uses, grant.used_count, grant.used_total) == (Decimal("200"), 3, 0, 0)
+    assert grant.amount_arg == "amount"
+    assert grant.tool_fingerprint == "tool-v1"
+    assert timedelta(hours=11, minutes=59) < grant.expires_at - timezone.now() <= timedelta(hours=12)
+    approval.refresh_from_db()
+    assert approval.status == Approval.Status.APPROVED
+    granted = approval.events.get(kind=ApprovalEvent.Kind.GRANTED)
+    assert granted.actor == reviewer
+    assert granted.data == {
+        "grant": grant.pk,
+        "hours": 12,
+        "uses": 3,
+        "max_total": "200",
+        "match_args": {"order_id": "A-1001"},
+    }
+
+
+def test_a_grant_limited_to_an_edited_argument_matches_the_approved_value(customer, reviewer):
+    approval = refund_approval(customer)
+    approval_decide(
+        approval_id=approval.pk,
+        reviewer=reviewer,
+        action="approve",
+        edited_args={"order_id": "A-1004", "amount": 100.0},
+        grant=GrantTerms(hours=1, uses=1, max_total=Decimal("50"), match_args=("order_id",)),
+    )
+    assert Grant.objects.get().match_args == {"order_id": "A-1004"}
+
+
+@pytest.mark.parametrize(
+    ("terms", "overrides", "field"),
+    [
+        ({"hours": 0}, {}, "grant.hours"),
+        ({"hours": 721}, {}, "grant.hours"),
+        ({"hours": "soon"}, {}, "grant.hours"),
+        ({"hours": None}, {}, "grant.hours"),
+        ({"uses": 0}, {}, "grant.uses"),
+        ({"uses": 101}, {}, "grant.uses"),
+        ({"max_total": None}, {}, "grant.max_total"),
+        ({"max_total": "-5"}, {}, "grant.max_total"),
+        ({"max_total": "1.001"}, {}, "grant.max_total"),
+        ({"max_total": 5}, {"grant_amount_arg": ""}, "grant.max_total"),
+        ({"match_args": ["amount"]}, {}, "grant.match_args"),
+        ({"match_args": "order_id"}, {}, "grant.match_args"),
+        ({}, {"quorum": 2}, "grant"),
+        ({}, {"requested_by": None}, "grant"),
+    ],
+)
+def test_a_grant_that_cannot_be_given_refuses_the_decision_naming_the_field(
+    customer, reviewer, terms, overrides, field
+):
+    approval = refund_approval(customer, **overrides)
+    body = {"hours": 24, "uses": 3, "max_total": 200, "match_args": ["order_id"], **terms}
+    with pytest.raises(InvalidDecision) as refused:
+        approval_decide(approval_id=approval.pk, reviewer=reviewer, action="approve", grant=body)
+    assert list(refused.value.fields) == [field]
+    approval.refresh_from_db()
+    assert approval.status == Approval.Status.PENDING  # nothing decided, nothing granted
+    assert not Grant.objects.exists()
+
+
+def test_a_grant_only_goes_with_an_approval(customer, reviewer):
+    approval = refund_approval(customer)
+    with pytest.raises(InvalidDecision) as refused:
+        approval_decide(
+            approval_id=approval.pk, reviewer=reviewer, action="reject", grant={"hours": 1, "uses": 1, "max_total": 1}
+        )
+    assert list(refused.value.fields) == ["grant"]
+
+
+# ---- using -----------------------------------------------------------------------------------
+
+
+def test_a_later_matching_call_runs_without_review_approved_by_the_grant(customer, reviewer, granted):
+    approval, created = approval_request(request=refund_request(customer))
+    assert created
+    assert approval.status == Approval.Status.APPROVED
+    assert approval.grant == granted
+    assert approval.decided_by == reviewer
+    assert approval.decision_reason == f"approved by grant #{granted.pk} from rita"
+    assert approval.decided_at is not None
+    decided = approval.events.get(kind=ApprovalEvent.Kind.DECIDED)
+    assert decided.data["grant"] == granted.pk
+    # The run's wait returns at once with an approval to run the call.
+    decision = approval_wait(approval_id=approval.pk, timeout=0)
+    assert decision.approved
+    assert decision.reason == f"approved by grant #{granted.pk} from rita"
+    granted.refresh_from_db()
+    assert (granted.used_count, granted.used_total) == (1, Decimal("40.00"))
+
+
+def test_uses_run_out(customer, granted):
+    one_dollar = {"order_id": "A-1001", "amount": 1}
+    statuses = [approval_request(request=refund_request(customer, args=one_dollar))[0].status for _ in range(4)]
+    assert statuses == ["approved", "approved", "approved", "pending"]
+
+
+def test_the_total_runs_out_and_a_call_over_what_is_left_waits_for_review(customer, granted):
+    first, _ = approval_request(request=refund_request(customer, args={"order_id": "A-1001", "amount": 150.0}))
+    over, _ = approval_request(request=refund_request(customer, args={"order_id": "A-1001", "amount": 50.01}))
+    exact, _ = approval_request(request=refund_request(customer, args={"order_id": "A-1001", "amount": 50}))
+    assert (first.status, over.status, exact.status) == ("approved", "pending", "approved")
+    granted.refresh_from_db()
+    assert (granted.used_count, granted.used_total) == (2, Decimal("200.00"))
+
+
+def test_cents_add_up_exactly(customer, reviewer):
+    grant = grant_on(refund_approval(customer), reviewer, max_total="0.30", uses=3)
+    for amount in (0.1, 0.2):
+        request = refund_request(customer, args={"order_id": "A-1001", "amount": amount})
+        assert approval_request(request=request)[0].status == "approved"
+    grant.refresh_from_db()
+    assert grant.used_total == Decimal("0.30")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"order_id": "A-1001", "amount": "forty"},
+        {"order_id": "A-1001", "amount": -5},
+        {"order_id": "A-1001", "amount": 10.001},
+        {"order_id": "A-1001"},
+    ],
+)
+def test_a_call_without_a_plain_amount_is_not_covered(customer, granted, args):
+    assert approval_request(request=refund_request(customer, args=args))[0].status == "pending"
+
+
+def test_an_expired_grant_covers_nothing(customer, granted):
+    Grant.objects.filter(pk=granted.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert approval_request(request=refund_request(customer))[0].status == "pending"
+
+
+def test_a_revoked_grant_covers_nothing(customer, reviewer, granted):
+    other = ReviewerFactory(username="vic")
+    grant, changed = grant_revoke(grant_id=granted.pk, user=other)
+    assert changed and grant.revoked_by == other and grant.revoked_at is not None
+    again, changed_again = grant_revoke(grant_id=granted.pk, user=reviewer)
+    assert not changed_again and again.revoked_by == other
+    assert approval_request(request=refund_request(customer))[0].status == "pending"
+
+
+def test_another_customer_another_order_another_tool_are_not_covered(customer, granted):
+    bob = UserFactory(username="bob")
+    assert approval_request(request=refund_request(bob))[0].status == "pending"
+    other_order = refund_request(customer, args={"order_id": "A-1004", "amount": 40.0})
+    assert approval_request(request=other_order)[0].status == "pending"
+    assert approval_request(request=refund_request(customer, tool_name="cancel_order"))[0].status == "pending"
+    assert approval_request(request=refund_request(customer))[0].status == "approved"
+
+
+def test_a_grant_not_limited_to_an_order_covers_the_customers_other_orders(customer, reviewer):
+    grant_on(refund_approval(customer), reviewer, match_args=[])
+    other_order = refund_request(customer, args={"order_id": "A-1004", "amount": 40.0})
+    assert approval_request(request=other_order)[0].status == "approved"
+
+
+def test_a_changed_tool_is_not_covered(customer, granted):
+    assert approval_request(request=refund_request(customer, tool_fingerprint="tool-v2"))[0].status == "pending"
+
+
+def test_a_call_needing_two_reviewers_is_not_covered(customer, granted):
+    assert approval_request(request=refund_request(customer, quorum=2))[0].status == "pending"
+    granted.refresh_from_db()
+    assert granted.used_count == 0
+
+
+def test_the_grantors_own_requests_are_never_covered(reviewer):
+    """Giving one to yourself is impossible (you cannot decide your own request); even a row that
+    says so (made out to its grantor) never covers the grantor's calls."""
+    colleague = ReviewerFactory(username="vic")
+    grant = grant_on(refund_approval(colleague), reviewer)
+    # The grant's customer is vic; make rita the customer too, as a forged row would.
+    Grant.objects.filter(pk=grant.pk).update(customer=reviewer)
+    assert approval_request(request=refund_request(reviewer))[0].status == "pending"
+    assert grant_use(request=refund_request(reviewer), args={"order_id": "A-1001", "amount": 40.0}) is None
+
+
+def test_a_request_found_again_is_not_counted_twice(customer, granted):
+    request = refund_request(customer)
+    first, created = approval_request(request=request)
+    again, created_again = approval_request(request=request)
+    assert (created, created_again, again.pk) == (True, False, first.pk)
+    granted.refresh_from_db()
+    assert granted.used_count == 1
+
+
+# ---- racing ----------------------------------------------------------------------------------
+
+
+def race(requests: list[ApprovalRequest]) -> list[str]:
+    """Every request at once, each in its own thread and database connection; their statuses."""
+    barrier = threading.Barrier(len(requests))
+    statuses: list[str] = [""] * len(requests)
+    errors: list[BaseException] = []
+
+    def run(index: int, request: ApprovalRequest) -> None:
+        try:
+            barrier.wait(timeout=10)
+            statuses[index] = approval_request(request=request)[0].status
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i, r)) for i, r in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors
+    return statuses
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runs_racing_for_the_last_use_never_exceed_the_uses():
+    customer = UserFactory(username="alice")
+    reviewer = ReviewerFactory(username="rita")
+    for _ in range(20):
+        grant = grant_on(refund_approval(customer), reviewer, uses=1, max_total=1000)
+        statuses = race([refund_request(customer, args={"order_id": "A-1001", "amount": 5}) for _ in range(2)])
+        assert sorted(statuses) == ["approved", "pending"]
+        grant.refresh_from_db()
+        assert (grant.used_count, grant.used_total) == (1, Decimal("5.00"))
+        assert Approval.objects.filter(grant=grant).count() == 1
+        Grant.objects.filter(pk=grant.pk).update(revoked_at=timezone.now())
+        Approval.objects.filter(status=Approval.Status.PENDING).update(status=Approval.Status.CANCELLED)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runs_racing_for_the_last_dollars_never_exceed_the_total():
+    customer = UserFactory(username="alice")
+    reviewer = ReviewerFactory(username="rita")
+    for _ in range(20):
+        grant = grant_on(refund_approval(customer), reviewer, uses=10, max_total="100.00")
+        requests = [refund_request(customer, args={"order_id": "A-1001", "amount": 30.0}) for _ in range(4)]
+        statuses = race(requests)
+        assert sorted(statuses) == ["approved", "approved", "approved", "pending"]
+        grant.refresh_from_db()
+        assert (grant.used_count, grant.used_total) == (3, Decimal("90.00"))
+        Grant.objects.filter(pk=grant.pk).update(revoked_at=timezone.now())
+        Approval.objects.filter(status=Approval.Status.PENDING).update(status=Approval.Status.CANCELLED)

@@ -279,10 +279,9 @@ def grant_approval_text(grant: Grant) -> str:
 
 
 def approval_grant_text(approval: Approval) -> str:
-    """ "approved by grant #G from rita" for an approval a grant approved, else ""."""
-    if approval.grant_id is None:
-        return ""
-    return grant_approval_text(approval.grant)
+    """The words "approved by grant #G from rita" for an approval a grant approved, else "": as
+    recorded when it was approved (no query; a later rename does not rewrite the record)."""
+    return approval.decision_reason if approval.grant_id is not None else ""
 
 
 @transaction.atomic
@@ -338,7 +337,8 @@ def grant_total_left(grant: Grant) -> Decimal | None:
 def grants_list(
     *, state: str = "", tool: str = "", customer: str = "", search: str = "", now: datetime | None = None
 ) -> QuerySet[Grant]:
-    """Grants newest first, with their people. ``state``: one of ``GRANT_STATES`` (else all);
+    """Grants newest first, with their people. ``state``: one of ``GRANT_STATES`` or ``inactive``
+    (any but active; else all);
     ``customer``: a username; ``search``: a grant id (``12`` or ``#12``), a tool, a username of
     the customer or the grantor, or an argument value it is limited to."""
     now = now or timezone.now()
@@ -349,6 +349,8 @@ def grants_list(
     used_up = Q(used_count__gte=F("max_uses")) | Q(max_total__isnull=False, used_total__gte=F("max_total"))
     if state == "active":
         grants = grants.filter(live).exclude(used_up)
+    elif state == "inactive":
+        grants = grants.exclude(Q(live) & ~used_up)
     elif state == "expired":
         grants = grants.filter(revoked_at__isnull=True, expires_at__lte=now)
     elif state == "revoked":

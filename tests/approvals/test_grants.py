@@ -213,9 +213,9 @@ def test_an_expired_grant_covers_nothing(customer, granted):
 def test_a_revoked_grant_covers_nothing(customer, reviewer, granted):
     other = ReviewerFactory(username="vic")
     grant, changed = grant_revoke(grant_id=granted.pk, user=other)
-    assert changed and grant.revoked_by == other and grant.revoked_at is not None
+    assert (changed, grant.revoked_by, grant.revoked_at is not None) == (True, other, True)
     again, changed_again = grant_revoke(grant_id=granted.pk, user=reviewer)
-    assert not changed_again and again.revoked_by == other
+    assert (changed_again, again.revoked_by) == (False, other)
     assert approval_request(request=refund_request(customer))[0].status == "pending"
 
 
@@ -319,3 +319,129 @@ def test_runs_racing_for_the_last_dollars_never_exceed_the_total():
         assert (grant.used_count, grant.used_total) == (3, Decimal("90.00"))
         Grant.objects.filter(pk=grant.pk).update(revoked_at=timezone.now())
         Approval.objects.filter(status=Approval.Status.PENDING).update(status=Approval.Status.CANCELLED)
+
+
+# ---- the API ---------------------------------------------------------------------------------
+
+
+def decide(api, approval: Approval, body: dict):
+    return api.post(f"/api/approvals/{approval.pk}/decision/", body, format="json")
+
+
+def test_the_api_approves_with_a_grant_and_the_next_call_says_approved_by_it(customer, reviewer_api):
+    approval = refund_approval(customer)
+    body = {"approved": True, "grant": {"max_total": 200, "hours": 24, "uses": 3, "match_args": ["order_id"]}}
+    response = decide(reviewer_api, approval, body)
+    assert response.status_code == 200, response.json()
+    assert [e["kind"] for e in response.json()["events"]][-1] == "granted"
+    grant = Grant.objects.get()
+
+    later, _ = approval_request(request=refund_request(customer))
+    shown = reviewer_api.get(f"/api/approvals/{later.pk}/").json()
+    assert shown["status"] == "approved"
+    assert shown["grant"] == grant.pk
+    assert shown["approved_by_grant"] == f"approved by grant #{grant.pk} from rita"
+    assert shown["decided_by"] == "rita"
+    assert reviewer_api.get(f"/api/approvals/{approval.pk}/").json()["approved_by_grant"] == ""
+
+
+@pytest.mark.parametrize(
+    ("grant", "overrides", "errors"),
+    [
+        (
+            {"hours": 0, "uses": 1, "max_total": 5},
+            {},
+            {"grant": {"hours": ["Ensure this value is greater than or equal to 1."]}},
+        ),
+        (
+            {"hours": 1, "uses": 101, "max_total": 5},
+            {},
+            {"grant": {"uses": ["Ensure this value is less than or equal to 100."]}},
+        ),
+        ({"uses": 1, "max_total": 5}, {}, {"grant": {"hours": ["This field is required."]}}),
+        ({"hours": 1, "uses": 1, "max_total": "lots"}, {}, {"grant": {"max_total": ["A valid number is required."]}}),
+        (
+            {"hours": 1, "uses": 1},
+            {},
+            {"grant": {"max_total": ["This tool counts amount: give the most the grant may cover."]}},
+        ),
+        (
+            {"hours": 1, "uses": 1, "max_total": 5},
+            {"grant_amount_arg": ""},
+            {"grant": {"max_total": ["This tool counts no amount: leave max_total out."]}},
+        ),
+        (
+            {"hours": 1, "uses": 1, "max_total": 5, "match_args": ["amount"]},
+            {},
+            {"grant": {"match_args": ["amount cannot limit a grant of this tool (it may be: order_id)."]}},
+        ),
+        (
+            {"hours": 1, "uses": 1, "max_total": 5},
+            {"quorum": 2},
+            {"grant": ["This call needs 2 reviewers: a standing grant would bypass that rule."]},
+        ),
+        ("all of it", {}, {"grant": {"non_field_errors": ["Invalid data. Expected a dictionary, but got str."]}}),
+    ],
+)
+def test_the_api_answers_400_naming_the_grants_field(customer, reviewer_api, grant, overrides, errors):
+    approval = refund_approval(customer, **overrides)
+    response = decide(reviewer_api, approval, {"approved": True, "grant": grant})
+    assert response.status_code == 400
+    assert response.json() == errors
+    approval.refresh_from_db()
+    assert approval.status == Approval.Status.PENDING
+    assert not Grant.objects.exists()
+
+
+def test_a_grant_with_a_rejection_is_400(customer, reviewer_api):
+    response = decide(reviewer_api, refund_approval(customer), {"action": "reject", "grant": {"hours": 1, "uses": 1}})
+    assert response.status_code == 400
+    assert response.json() == {"grant": ["A grant can only be given together with an approval."]}
+
+
+def test_grants_are_listed_and_filtered_for_reviewers_only(customer, reviewer, reviewer_api, alice_api):
+    bob = UserFactory(username="bob")
+    mine = grant_on(refund_approval(customer), reviewer)
+    bobs = grant_on(refund_approval(bob, args={"order_id": "B-2001", "amount": 10.0}), reviewer)
+    gone = grant_on(refund_approval(customer, args={"order_id": "A-1004", "amount": 10.0}), reviewer)
+    grant_revoke(grant_id=gone.pk, user=reviewer)
+
+    def ids(query: str = "") -> list[int]:
+        response = reviewer_api.get(f"/api/grants/{query}")
+        assert response.status_code == 200, response.json()
+        return [row["id"] for row in response.json()["results"]]
+
+    assert ids() == [gone.pk, bobs.pk, mine.pk]
+    assert ids("?active=true") == [bobs.pk, mine.pk]
+    assert ids("?active=false") == [gone.pk]
+    assert ids("?customer=bob") == [bobs.pk]
+    assert ids("?tool=cancel_order") == []
+    assert ids("?q=B-2001") == [bobs.pk]
+    assert ids(f"?q=%23{mine.pk}") == [mine.pk]
+    row = reviewer_api.get(f"/api/grants/{mine.pk}/").json()
+    assert row == {
+        **row,
+        "state": "active",
+        "customer": "alice",
+        "granted_by": "rita",
+        "match_args": {"order_id": "A-1001"},
+        "max_total": "200.00",
+        "total_left": "200.00",
+        "uses_left": 3,
+        "from_approval": mine.from_approval_id,
+        "revoked_by": None,
+    }
+    assert reviewer_api.get("/api/grants/?active=maybe").status_code == 400
+    assert alice_api.get("/api/grants/").status_code == 403
+    assert alice_api.delete(f"/api/grants/{mine.pk}/").status_code == 403
+    assert reviewer_api.get("/api/grants/999999/").status_code == 404
+
+
+def test_delete_revokes_and_the_grant_covers_nothing_more(customer, reviewer, reviewer_api):
+    grant = grant_on(refund_approval(customer), reviewer)
+    assert reviewer_api.delete(f"/api/grants/{grant.pk}/").status_code == 204
+    assert reviewer_api.delete(f"/api/grants/{grant.pk}/").status_code == 204  # idempotent
+    assert reviewer_api.delete("/api/grants/999999/").status_code == 404
+    shown = reviewer_api.get(f"/api/grants/{grant.pk}/").json()
+    assert (shown["state"], shown["revoked_by"]) == ("revoked", "rita")
+    assert approval_request(request=refund_request(customer))[0].status == "pending"

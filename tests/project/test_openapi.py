@@ -53,7 +53,7 @@ def test_the_schema_documents_the_approvals_endpoints(served_schema):
     action_ref = request["properties"]["action"]["allOf"][0]["$ref"]
     action = served_schema["components"]["schemas"][action_ref.rsplit("/", 1)[1]]
     assert set(action["enum"]) == {"approve", "reject", "respond", "terminate"}
-    assert set(request["properties"]) == {"action", "approved", "reason", "response", "args"}
+    assert set(request["properties"]) == {"action", "approved", "reason", "response", "args", "grant"}
 
     assert "events" in schema_of(detail, "200")["properties"]
     assert "events" in schema_of(decision, "200")["properties"]

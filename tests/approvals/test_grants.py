@@ -445,3 +445,84 @@ def test_delete_revokes_and_the_grant_covers_nothing_more(customer, reviewer, re
     shown = reviewer_api.get(f"/api/grants/{grant.pk}/").json()
     assert (shown["state"], shown["revoked_by"]) == ("revoked", "rita")
     assert approval_request(request=refund_request(customer))[0].status == "pending"
+
+
+# ---- the review pages ------------------------------------------------------------------------
+
+GRANT_POST = {
+    "decision": "approve",
+    "reason": "",
+    "grant": "on",
+    "grant_hours": "24",
+    "grant_uses": "3",
+    "grant_max_total": "200",
+    "grant_match": ["order_id"],
+}
+
+
+def test_the_decision_page_offers_a_grant_only_where_one_may_be_given(customer, reviewer_client):
+    page = reviewer_client.get(f"/review/{refund_approval(customer).pk}/").content.decode()
+    assert "Also grant…" in page
+    assert 'name="grant_match" value="order_id" checked' in page
+    two_person = reviewer_client.get(f"/review/{refund_approval(customer, quorum=2).pk}/").content.decode()
+    assert "Also grant…" not in two_person
+
+
+def test_approving_with_a_grant_on_the_page_then_the_next_call_shows_approved_by_grant(customer, reviewer_client):
+    approval = refund_approval(customer)
+    response = reviewer_client.post(f"/review/{approval.pk}/", GRANT_POST, follow=True)
+    grant = Grant.objects.get()
+    assert f"Approved #{approval.pk} refund_order. Granted #{grant.pk} to alice." in response.content.decode()
+    assert (grant.max_uses, grant.max_total, grant.match_args) == (3, Decimal("200"), {"order_id": "A-1001"})
+
+    later, _ = approval_request(request=refund_request(customer))
+    page = reviewer_client.get(f"/review/{later.pk}/").content.decode()
+    assert f'Approved by <a href="/review/grants/?q=%23{grant.pk}">grant #{grant.pk}</a> from rita' in page
+    given = reviewer_client.get(f"/review/{approval.pk}/").content.decode()
+    assert f'gave <a href="/review/grants/?q=%23{grant.pk}">grant #{grant.pk}</a> with this approval' in given
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"grant_hours": "0"}, "Must be from 1 to 720 hours."),
+        ({"grant_uses": "many"}, "Uses must be a whole number."),
+        ({"grant_max_total": ""}, "This tool counts amount: give the most the grant may cover."),
+        ({"grant_match": ["amount"]}, "Select a valid choice. amount is not one of the available choices."),
+    ],
+)
+def test_a_grant_the_page_cannot_give_is_explained_and_nothing_is_decided(customer, reviewer_client, change, says):
+    approval = refund_approval(customer)
+    response = reviewer_client.post(f"/review/{approval.pk}/", {**GRANT_POST, **change})
+    assert response.status_code == 400
+    assert says in response.content.decode()
+    approval.refresh_from_db()
+    assert approval.status == Approval.Status.PENDING
+    assert not Grant.objects.exists()
+
+
+def test_the_grants_page_lists_searches_and_revokes(customer, reviewer, reviewer_client):
+    grant = grant_on(refund_approval(customer, args={"order_id": "<b>A-1</b>", "amount": 5.0}), reviewer)
+    page = reviewer_client.get("/review/grants/").content.decode()
+    assert f'id="grant-{grant.pk}"' in page
+    assert "&lt;b&gt;A-1&lt;/b&gt;" in page  # the model's words, escaped
+    assert "<b>A-1</b>" not in page
+    assert "3 of 3" in page
+    assert "$200.00 of $200.00" in page
+    assert f'id="grant-{grant.pk}"' not in reviewer_client.get("/review/grants/?q=nobody").content.decode()
+    assert f'id="grant-{grant.pk}"' in reviewer_client.get("/review/grants/?state=active").content.decode()
+
+    response = reviewer_client.post(f"/review/grants/{grant.pk}/revoke/", follow=True)
+    assert f"Revoked grant #{grant.pk}: it covers no more calls." in response.content.decode()
+    grant.refresh_from_db()
+    assert grant.revoked_by == reviewer
+    assert f'id="grant-{grant.pk}"' in reviewer_client.get("/review/grants/?state=revoked").content.decode()
+
+
+def test_the_grants_page_is_for_reviewers_only(customer, reviewer, client):
+    grant = grant_on(refund_approval(customer), reviewer)
+    client.force_login(customer)
+    assert client.get("/review/grants/").status_code == 403
+    assert client.post(f"/review/grants/{grant.pk}/revoke/").status_code == 403
+    grant.refresh_from_db()
+    assert grant.revoked_at is None

@@ -526,3 +526,27 @@ def test_the_grants_page_is_for_reviewers_only(customer, reviewer, client):
     assert client.post(f"/review/grants/{grant.pk}/revoke/").status_code == 403
     grant.refresh_from_db()
     assert grant.revoked_at is None
+
+
+# ---- the admin -------------------------------------------------------------------------------
+
+
+def test_the_admin_lists_searches_filters_and_revokes_grants(customer, reviewer, reviewer_client):
+    grant = grant_on(refund_approval(customer), reviewer)
+    listing = reviewer_client.get("/admin/approvals/grant/?q=alice&state=active").content.decode()
+    assert f'href="/admin/approvals/grant/{grant.pk}/change/' in listing
+    assert "3 of 3" in listing
+    assert (
+        f"/admin/approvals/grant/{grant.pk}/change/"
+        not in reviewer_client.get("/admin/approvals/grant/?state=revoked").content.decode()
+    )
+    assert reviewer_client.get(f"/admin/approvals/grant/{grant.pk}/change/").status_code == 200
+    response = reviewer_client.post(
+        "/admin/approvals/grant/", {"action": "revoke_selected", "_selected_action": [grant.pk]}, follow=True
+    )
+    assert "Revoked 1 grant." in response.content.decode()
+    grant.refresh_from_db()
+    assert grant.revoked_by == reviewer
+    # Records, not forms: usage and terms are never edited by hand.
+    assert reviewer_client.post(f"/admin/approvals/grant/{grant.pk}/change/", {"used_count": 0}).status_code == 403
+    assert reviewer_client.get("/admin/approvals/grant/add/").status_code == 403

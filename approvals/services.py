@@ -157,12 +157,12 @@ def approval_request(*, request: ApprovalRequest) -> tuple[Approval, bool]:
             mismatch,
         )
         raise ApprovalMismatch(mismatch)
-    if request.requested_by_id is not None:
-        _check_pending_limit(request)
     canonical = json.loads(canonical_json(request.args))
     try:
         with transaction.atomic():
             grant = grant_use(request=request, args=canonical)  # given back if the create fails
+            if grant is None and request.requested_by_id is not None:
+                _check_pending_limit(request)  # a call a grant covers never waits, so never counts
             approval = Approval.objects.create(
                 run_id=request.run_id,
                 call_id=request.call_id,

@@ -12,7 +12,7 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from approvals.errors import InvalidDecision
+from approvals.errors import InvalidDecision, TooManyPendingApprovals
 from approvals.grants import GrantTerms, grant_revoke, grant_use
 from approvals.models import Approval, ApprovalEvent, Grant
 from approvals.services import ApprovalRequest, approval_decide, approval_request, approval_wait
@@ -264,7 +264,17 @@ def test_a_request_found_again_is_not_counted_twice(customer, granted):
     assert granted.used_count == 1
 
 
+def test_a_customer_at_the_pending_limit_still_gets_a_covered_call(customer, granted, settings):
+    settings.ANVIA_APPROVAL_MAX_PENDING_PER_USER = 1
+    ApprovalFactory(requested_by=customer)
+    assert approval_request(request=refund_request(customer))[0].status == "approved"
+    with pytest.raises(TooManyPendingApprovals):
+        approval_request(request=refund_request(customer, args={"order_id": "A-1004", "amount": 40.0}))
+
+
 # ---- racing ----------------------------------------------------------------------------------
+# On PostgreSQL these prove the conditional UPDATE (two runs read the same grant, one UPDATE
+# wins); on SQLite, where every write transaction is IMMEDIATE, runs are serialized anyway.
 
 
 def race(requests: list[ApprovalRequest]) -> list[str]:

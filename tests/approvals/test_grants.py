@@ -12,10 +12,15 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
+from anvia import Agent, create_tool
+from anvia import Approval as ToolApproval
+from anvia.testing import ScriptedModel, call
 from approvals.errors import InvalidDecision, TooManyPendingApprovals
 from approvals.grants import GrantTerms, grant_revoke, grant_use
+from approvals.hooks import approval_hook
 from approvals.models import Approval, ApprovalEvent, Grant
 from approvals.services import ApprovalRequest, approval_decide, approval_request, approval_wait
+from tests.anvia.tools_fixtures import RefundInput
 from tests.factories import ApprovalFactory, ReviewerFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -560,3 +565,67 @@ def test_the_admin_lists_searches_filters_and_revokes_grants(customer, reviewer,
     # Records, not forms: usage and terms are never edited by hand.
     assert reviewer_client.post(f"/admin/approvals/grant/{grant.pk}/change/", {"used_count": 0}).status_code == 403
     assert reviewer_client.get("/admin/approvals/grant/add/").status_code == 403
+
+
+# ---- through the approval hook: a real agent run -------------------------------------------
+
+
+def granting_refund_tool(executed: list):
+    def refund(args: RefundInput, ctx):
+        executed.append((args.order_id, args.amount))
+        return {"order_id": args.order_id, "amount": args.amount, "refund_id": f"R-{len(executed)}"}
+
+    return create_tool(
+        name="refund_order",
+        description="Issue a refund.",
+        input=RefundInput,
+        approval=ToolApproval(
+            when=lambda call: call.args.amount > 10,
+            reason=lambda call: f"Review refund of ${call.args.amount:g} for {call.args.order_id}.",
+            reject_message="Refund was not approved.",
+            grant_amount="amount",
+            grant_scope=("order_id",),
+        ),
+        execute=refund,
+    )
+
+
+def run_refund(customer, executed, *, amount: float):
+    model = ScriptedModel([call("refund_order", order_id="A-1001", amount=amount), "Refunded."])
+    agent = Agent(name="support", instructions="Help.", model=model, tools=[granting_refund_tool(executed)])
+    return agent.prompt("refund").request_hook(approval_hook(user=customer, block_seconds=10)).send_sync()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_call_a_grant_covers_runs_it_without_waiting(decision_waiters):
+    customer = UserFactory(username="alice")
+    reviewer = ReviewerFactory(username="rita")
+    executed: list = []
+
+    def review():
+        try:
+            approval_decide(
+                approval_id=decision_waiters.first(timeout=10),
+                reviewer=reviewer,
+                approved=True,
+                grant={"hours": 1, "uses": 1, "max_total": "100", "match_args": ["order_id"]},
+            )
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=review)
+    thread.start()
+    assert run_refund(customer, executed, amount=150).text == "Refunded."
+    thread.join(10)
+    grant = Grant.objects.get()
+    assert grant.tool_fingerprint  # the tool's real fingerprint, from the hook's request
+
+    waits_before = len(decision_waiters.approval_ids)
+    assert run_refund(customer, executed, amount=60).text == "Refunded."
+    assert executed == [("A-1001", 150), ("A-1001", 60)]
+    assert len(decision_waiters.approval_ids) == waits_before  # nobody waited for a reviewer
+    covered = Approval.objects.get(grant=grant)
+    assert covered.decision_reason == f"approved by grant #{grant.pk} from rita"
+
+    grant.refresh_from_db()
+    assert (grant.used_count, grant.used_total) == (1, Decimal("60.00"))

@@ -257,7 +257,8 @@ def _amount(value: Any) -> Decimal | None:
         amount = Decimal(str(value))
     except InvalidOperation:
         return None
-    if not amount.is_finite() or amount < 0 or amount != amount.quantize(CENT):
+    # Past any grant's total, and beyond what quantize() can hold: never covered.
+    if not amount.is_finite() or not 0 <= amount <= GRANT_MAX_TOTAL or amount != amount.quantize(CENT):
         return None
     return amount.quantize(CENT)
 

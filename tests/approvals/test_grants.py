@@ -203,6 +203,8 @@ def test_cents_add_up_exactly(customer, reviewer):
         {"order_id": "A-1001", "amount": "forty"},
         {"order_id": "A-1001", "amount": -5},
         {"order_id": "A-1001", "amount": 10.001},
+        {"order_id": "A-1001", "amount": 1e300},
+        {"order_id": "A-1001", "amount": "NaN"},
         {"order_id": "A-1001"},
     ],
 )
@@ -629,3 +631,27 @@ def test_a_run_whose_call_a_grant_covers_runs_it_without_waiting(decision_waiter
 
     grant.refresh_from_db()
     assert (grant.used_count, grant.used_total) == (1, Decimal("60.00"))
+
+
+@pytest.mark.parametrize(
+    "grant",
+    [
+        {"hours": 10**40, "uses": 1, "max_total": 5},
+        {"hours": 1, "uses": 1, "max_total": "1e999"},
+        {"hours": 1, "uses": 1, "max_total": "NaN"},
+        {"hours": 1, "uses": 1, "max_total": 5, "match_args": ["order_id"] * 50},
+        {"hours": 1, "uses": 1, "max_total": 5, "match_args": [{"x": 1}]},
+        {"hours": True, "uses": [], "max_total": {}},
+    ],
+)
+def test_odd_grant_bodies_answer_400_never_500(customer, reviewer_api, grant):
+    response = decide(reviewer_api, refund_approval(customer), {"approved": True, "grant": grant})
+    assert response.status_code == 400
+    assert set(response.json()) == {"grant"}
+
+
+def test_odd_grant_forms_answer_400_never_500(customer, reviewer_client):
+    for change in ({"grant_hours": "9" * 40}, {"grant_max_total": "1e999"}, {"grant_max_total": "Infinity"}):
+        response = reviewer_client.post(f"/review/{refund_approval(customer).pk}/", {**GRANT_POST, **change})
+        assert response.status_code == 400, change
+    assert not Grant.objects.exists()

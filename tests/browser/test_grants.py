@@ -94,8 +94,9 @@ class GrantsInBrowserTests(LiveServerWithWorkerTestCase):
         expect(review).to_have_url(self.url(f"/review/{first.pk}/"))
 
         review.locator("#grant-terms summary").click()
-        review.get_by_label("Give this grant when I approve").check()
         review.get_by_label("For how many hours (at most 720)").fill("24")
+        # Typing a term ticks "Give this grant"; nothing typed is dropped silently.
+        expect(review.get_by_label("Give this grant when I approve")).to_be_checked()
         review.get_by_label("For how many calls (at most 100)").fill("2")
         review.get_by_label("Up to a total amount of ($)").fill("100")
         expect(review.locator('input[name="grant_match"][value="order_id"]')).to_be_checked()

@@ -558,6 +558,10 @@ def test_the_admin_lists_searches_filters_and_revokes_grants(customer, reviewer,
         not in reviewer_client.get("/admin/approvals/grant/?state=revoked").content.decode()
     )
     assert reviewer_client.get(f"/admin/approvals/grant/{grant.pk}/change/").status_code == 200
+    covered, _ = approval_request(request=refund_request(customer))
+    record = reviewer_client.get(f"/admin/approvals/approval/{covered.pk}/change/").content.decode()
+    assert f'href="/admin/approvals/grant/{grant.pk}/change/"' in record
+    assert f"approved by grant #{grant.pk} from rita" in record
     response = reviewer_client.post(
         "/admin/approvals/grant/", {"action": "revoke_selected", "_selected_action": [grant.pk]}, follow=True
     )

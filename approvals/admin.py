@@ -24,7 +24,8 @@ from django.views.decorators.http import require_POST
 
 from approvals.errors import AlreadyDecided, ApprovalError, ApprovalExpired
 from approvals.forms import DecisionForm
-from approvals.models import Approval, ApprovalEvent, PolicyCheck
+from approvals.grants import GRANT_STATES, grant_revoke, grant_state, grant_total_left, grant_uses_left, grants_list
+from approvals.models import Approval, ApprovalEvent, Grant, PolicyCheck
 from approvals.selectors import approval_outcome, preview_shown
 from approvals.services import approval_decide_refusal, approvals_decide_each, reviewer_can_decide
 
@@ -120,7 +121,7 @@ class ApprovalAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Decision", {"fields": ("decided_by", "decided_at", "decision_reason", "edited_args_pretty")}),
+        ("Decision", {"fields": ("decided_by", "decided_at", "decision_reason", "edited_args_pretty", "grant")}),
         ("Outcome", {"fields": ("executed_at", "outcome_pretty", "receipt_pretty", "reject_message")}),
         ("Policy", {"fields": ("policy_rule", "facts_pretty", "tool_fingerprint", "policy_fingerprint", "superseded")}),
         (
@@ -383,3 +384,104 @@ class PolicyCheckAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: PolicyCheck | None = None) -> bool:
         return False
+
+
+class GrantStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(state, state.replace("_", " ").capitalize()) for state in GRANT_STATES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Grant]) -> QuerySet[Grant]:
+        if self.value() not in GRANT_STATES:
+            return queryset
+        return queryset.filter(pk__in=grants_list(state=self.value()).values("pk"))
+
+
+@admin.register(Grant)
+class GrantAdmin(admin.ModelAdmin):
+    """Standing grants: read-only records (they are given with a decision), revocable in bulk."""
+
+    list_display = (
+        "id",
+        "tool_name",
+        "customer",
+        "limited_to",
+        "uses",
+        "total",
+        "expires_at",
+        "state",
+        "granted_by",
+        "from_approval",
+    )
+    list_display_links = ("id", "tool_name")
+    list_filter = (GrantStateFilter, "tool_name")
+    search_fields = ("tool_name", "customer__username", "granted_by__username", "match_args")
+    list_select_related = ("customer", "granted_by", "revoked_by", "from_approval")
+    ordering = ("-created_at", "-id")
+    actions = ("revoke_selected",)
+    fields = (
+        "tool_name",
+        "customer",
+        "match_args_pretty",
+        "amount_arg",
+        "max_total",
+        "used_total",
+        "max_uses",
+        "used_count",
+        "tool_fingerprint",
+        "granted_by",
+        "from_approval",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+        "revoked_by",
+    )
+    readonly_fields = fields
+
+    def has_view_permission(self, request: HttpRequest, obj: Grant | None = None) -> bool:
+        return request.user.has_perm("approvals.view_grant") or reviewer_can_decide(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # given with an approval, where the call it was judged on is in view
+
+    def has_change_permission(self, request: HttpRequest, obj: Grant | None = None) -> bool:
+        return False  # usage is counted by the runtime only; terms never change after the fact
+
+    def has_delete_permission(self, request: HttpRequest, obj: Grant | None = None) -> bool:
+        return False  # revoke instead: approvals it made keep pointing at it
+
+    def has_decide_permission(self, request: HttpRequest) -> bool:
+        return reviewer_can_decide(request.user)
+
+    @admin.display(description="Only for")
+    def limited_to(self, grant: Grant) -> str:
+        if not grant.match_args:
+            return "any call"
+        return ", ".join(f"{name} {value}" for name, value in grant.match_args.items())
+
+    @admin.display(description="Uses left")
+    def uses(self, grant: Grant) -> str:
+        return f"{grant_uses_left(grant)} of {grant.max_uses}"
+
+    @admin.display(description="Total left")
+    def total(self, grant: Grant) -> str:
+        left = grant_total_left(grant)
+        return self.get_empty_value_display() if left is None else f"${left:.2f} of ${grant.max_total:.2f}"
+
+    @admin.display(description="State")
+    def state(self, grant: Grant) -> str:
+        return grant_state(grant).replace("_", " ")
+
+    @admin.display(description="Only for")
+    def match_args_pretty(self, grant: Grant) -> str:
+        return pretty_json(grant.match_args)
+
+    @admin.action(description="Revoke selected grants", permissions=["decide"])
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[Grant]) -> None:
+        revoked = 0
+        for grant_id in queryset.values_list("pk", flat=True):
+            _, changed = grant_revoke(grant_id=grant_id, user=request.user)
+            revoked += changed
+        self.message_user(request, f"Revoked {revoked} {model_ngettext(self.opts, revoked)}.", messages.SUCCESS)

@@ -11,6 +11,7 @@ add ``code`` for programs, and ``already_decided`` adds the ``status``, ``decide
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -30,6 +31,7 @@ from rest_framework.views import APIView
 
 from anvia_project.errors import ErrorSerializer
 from approvals.errors import DECISION_ERROR_CODES
+from approvals.grants import GRANT_MAX_HOURS, GRANT_MAX_TOTAL, GRANT_MAX_USES, approval_grant_text
 from approvals.models import Approval, ApprovalEvent
 from approvals.selectors import approval_get, approval_list, approval_outcome_text
 from approvals.services import approval_decide, reviewer_can_decide
@@ -66,6 +68,12 @@ class ApprovalSerializer(serializers.ModelSerializer):
     )
     requested_by = _username_field(help_text="Username of the user whose request made the agent call the tool.")
     decided_by = _username_field(help_text="Username of the reviewer who decided; empty while pending or expired.")
+    grant = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="The standing grant that approved this call without review."
+    )
+    approved_by_grant = serializers.SerializerMethodField(
+        help_text='"approved by grant #G from <reviewer>" when a standing grant approved it, else empty.'
+    )
 
     class Meta:
         model = Approval
@@ -91,11 +99,16 @@ class ApprovalSerializer(serializers.ModelSerializer):
             "response",
             "outcome",
             "outcome_text",
+            "grant",
+            "approved_by_grant",
         ]
         read_only_fields = fields
 
     def get_outcome_text(self, approval: Approval) -> str:
         return approval_outcome_text(approval)
+
+    def get_approved_by_grant(self, approval: Approval) -> str:
+        return approval_grant_text(approval)
 
 
 class ApprovalEventSerializer(serializers.ModelSerializer):
@@ -143,6 +156,32 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+class GrantTermsSerializer(serializers.Serializer):
+    hours = serializers.IntegerField(
+        min_value=1, max_value=GRANT_MAX_HOURS, help_text="How long the grant covers calls, from now."
+    )
+    uses = serializers.IntegerField(
+        min_value=1, max_value=GRANT_MAX_USES, help_text="How many later calls it may cover at most."
+    )
+    max_total = serializers.DecimalField(
+        max_digits=14,
+        decimal_places=2,
+        min_value=Decimal("0.01"),
+        max_value=GRANT_MAX_TOTAL,
+        required=False,
+        allow_null=True,
+        help_text="The most the covered calls may add up to, in the tool's amount argument. Required when the "
+        "tool counts an amount (the approval's `grant_amount_arg`), refused otherwise.",
+    )
+    match_args = serializers.ListField(
+        child=serializers.CharField(max_length=100),
+        required=False,
+        max_length=20,
+        help_text="Arguments (of the tool's grant scope) a covered call must share with the approved call, "
+        'e.g. ["order_id"]; empty: any call of the tool for this customer.',
+    )
+
+
 class DecisionSerializer(serializers.Serializer):
     action = serializers.ChoiceField(
         choices=Approval.Action.choices,
@@ -173,6 +212,12 @@ class DecisionSerializer(serializers.Serializer):
             "Edited arguments to run the tool with instead (approving only). They must satisfy the tool's "
             "input schema; the original arguments are kept beside them."
         ),
+    )
+    grant = GrantTermsSerializer(
+        required=False,
+        allow_null=True,
+        help_text="Approving only: also let the requester's later matching calls of this tool run without "
+        "review, within these limits. Refused for a call that needs more than one reviewer.",
     )
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -226,6 +271,7 @@ class DecisionErrorSerializer(serializers.Serializer):
     reason = serializers.ListField(child=serializers.CharField(), required=False)
     response = serializers.ListField(child=serializers.CharField(), required=False)
     args = ArgsErrorsField(required=False)
+    grant = ArgsErrorsField(required=False, help_text="Messages about the grant as a whole, or per term.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,6 +386,14 @@ class ApprovalDecisionView(ReviewerAPIView):
                 request_only=True,
             ),
             OpenApiExample(
+                "Approve and grant",
+                value={
+                    "approved": True,
+                    "grant": {"max_total": 200, "hours": 24, "uses": 3, "match_args": ["order_id"]},
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
                 "Stop the whole run", value={"action": "terminate", "reason": "Looks like fraud."}, request_only=True
             ),
             OpenApiExample(
@@ -374,5 +428,6 @@ class ApprovalDecisionView(ReviewerAPIView):
             reason=body.validated_data["reason"],
             response=body.validated_data["response"],
             edited_args=body.validated_data.get("args"),
+            grant=body.validated_data.get("grant"),
         )
         return Response(ApprovalDetailSerializer(approval_get(approval_id=pk)).data)

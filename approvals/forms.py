@@ -14,6 +14,7 @@ from django import forms
 
 from anvia_project.untrusted_json import UntrustedJSONError, json_loads_bounded
 from approvals.arg_schema import ArgField, arg_fields, arg_value_text
+from approvals.grants import GRANT_MAX_HOURS, GRANT_MAX_USES
 from approvals.models import Approval
 from approvals.services import approval_decide, canonical_json
 
@@ -44,7 +45,7 @@ class DecisionForm(forms.Form):
     def action(self) -> str:
         return self.cleaned_data["decision"]
 
-    def decide(self, reviewer) -> Approval:
+    def decide(self, reviewer, *, grant: dict[str, Any] | None = None) -> Approval:
         """Record the valid form's decision as ``reviewer`` (``approval_decide``'s errors pass through)."""
         return approval_decide(
             approval_id=self.approval.pk,
@@ -53,6 +54,7 @@ class DecisionForm(forms.Form):
             reason=self.cleaned_data["reason"],
             response=self.cleaned_data["response"],
             edited_args=self.cleaned_data["args"],
+            grant=grant,
         )
 
     def clean(self) -> dict[str, Any]:
@@ -150,3 +152,64 @@ def _typed_value(field: ArgField, raw: str) -> Any:
             return int(number)
         return number
     return raw
+
+
+class GrantForm(forms.Form):
+    """The decision page's "Also grant…" terms, posted with Approve when ``grant`` is ticked.
+    Only the fields' types are checked here; ``approvals.grants.grant_terms_checked`` has the rules."""
+
+    grant_hours = forms.IntegerField(
+        error_messages={"required": "Give the grant's hours.", "invalid": "Hours must be a whole number."}
+    )
+    grant_uses = forms.IntegerField(
+        error_messages={"required": "Give the grant's number of uses.", "invalid": "Uses must be a whole number."}
+    )
+    grant_max_total = forms.DecimalField(
+        required=False, error_messages={"invalid": "The grant's total must be an amount, like 200 or 49.99."}
+    )
+    grant_match = forms.MultipleChoiceField(required=False)
+
+    def __init__(self, *args: Any, approval: Approval, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        scope = approval.grant_scope if isinstance(approval.grant_scope, list) else []
+        self.fields["grant_match"].choices = [(name, name) for name in scope]
+
+    def terms(self) -> dict[str, Any]:
+        """The valid form's terms, as ``approval_decide(grant=...)`` takes them."""
+        data = self.cleaned_data
+        return {
+            "hours": data["grant_hours"],
+            "uses": data["grant_uses"],
+            "max_total": data["grant_max_total"],
+            "match_args": list(data["grant_match"]),
+        }
+
+    def first_error(self) -> str:
+        return next(iter(self.errors.values()))[0]
+
+
+GRANT_DEFAULT_HOURS = 24
+GRANT_DEFAULT_USES = 3
+
+
+def grant_offer(approval: Approval, typed: dict[str, Any]) -> dict[str, Any] | None:
+    """The decision page's "Also grant…" section, or ``None`` where no grant may be given (the
+    call needs several reviewers, or nobody asked for it)."""
+    if not approval.is_pending or approval.quorum > 1 or approval.requested_by_id is None:
+        return None
+    args = approval.args if isinstance(approval.args, dict) else {}
+    scope = approval.grant_scope if isinstance(approval.grant_scope, list) else []
+    posted = "grant_hours" in typed
+    chosen = typed.get("grant_match", []) if posted else scope
+    return {
+        "on": typed.get("grant") == "on",
+        "hours": typed.get("grant_hours", GRANT_DEFAULT_HOURS),
+        "uses": typed.get("grant_uses", GRANT_DEFAULT_USES),
+        "max_total": typed.get("grant_max_total", ""),
+        "amount_arg": approval.grant_amount_arg,
+        "max_hours": GRANT_MAX_HOURS,
+        "max_uses": GRANT_MAX_USES,
+        "scope": [
+            {"name": name, "value": args.get(name, ""), "checked": name in chosen} for name in scope if name in args
+        ],
+    }

@@ -29,6 +29,7 @@ from approvals.errors import (
     SelfApprovalRefused,
     TooManyPendingApprovals,
 )
+from approvals.grants import GrantTerms, grant_decision_fields, grant_give, grant_terms_checked, grant_use
 from approvals.models import Approval, ApprovalEvent
 from approvals.notifications import notify_reviewers
 from approvals.signals import approval_decided
@@ -205,11 +206,12 @@ def approval_supersede(*, approval: Approval, why: str) -> bool:
 
 
 def _approval_create(request: ApprovalRequest) -> tuple[Approval, bool]:
-    if request.requested_by_id is not None:
-        _check_pending_limit(request)
     canonical = json.loads(canonical_json(request.args))
     try:
         with transaction.atomic():
+            grant = grant_use(request=request, args=canonical)  # given back if the create fails
+            if grant is None and request.requested_by_id is not None:
+                _check_pending_limit(request)  # a call a grant covers never waits, so never counts
             approval = Approval.objects.create(
                 run_id=request.run_id,
                 call_id=request.call_id,
@@ -239,11 +241,20 @@ def _approval_create(request: ApprovalRequest) -> tuple[Approval, bool]:
                 grant_amount_arg=request.grant_amount_arg,
                 grant_scope=list(request.grant_scope),
                 expires_at=timezone.now() + timedelta(hours=settings.ANVIA_APPROVAL_TTL_HOURS),
+                **(grant_decision_fields(grant) if grant else {}),
             )
             ApprovalEvent.objects.create(
                 approval=approval, kind=ApprovalEvent.Kind.REQUESTED, data={"run_id": request.run_id}
             )
-            transaction.on_commit(lambda: _announce_request(approval))
+            if grant is None:
+                transaction.on_commit(lambda: _announce_request(approval))
+            else:  # approved at once: nobody to ask, and the waiter reads the row before waiting
+                ApprovalEvent.objects.create(
+                    approval=approval,
+                    kind=ApprovalEvent.Kind.DECIDED,
+                    actor_id=grant.granted_by_id,
+                    data={"status": approval.status, "action": approval.action, "grant": grant.pk},
+                )
     except IntegrityError:
         # Another worker (a redelivered task) created it between our read and our insert.
         return Approval.objects.for_call(run_id=request.run_id, call_id=request.call_id).get(), False
@@ -359,13 +370,15 @@ def approval_decide(
     reason: str = "",
     edited_args: dict[str, Any] | None = None,
     response: str = "",
+    grant: GrantTerms | dict[str, Any] | None = None,
 ) -> Approval:
     """Record a reviewer's decision: exactly one decision wins; waiters wake after commit.
 
     ``action``: ``approve`` (optionally with ``edited_args``), ``reject`` (with a ``reason`` the
     model is told), ``respond`` (``response`` is what the model receives instead of the tool's
     result) or ``terminate`` (the whole run stops; its other pending approvals are cancelled).
-    ``approved=True/False`` is short for approve / reject.
+    ``approved=True/False`` is short for approve / reject. ``grant`` (approving only): standing
+    grant terms for the requester's later matching calls (``approvals.grants``).
 
     Raises what ``approval_decide_refusal`` refuses (``NotAReviewer`` / ``SelfApprovalRefused``
     403, ``AlreadyDecided`` / ``ApprovalExpired`` 409), ``InvalidDecision`` (400, naming the
@@ -380,6 +393,7 @@ def approval_decide(
         edited_args = _validated_edit(approval, edited_args)
         if args_hash(edited_args) == approval.args_hash:
             edited_args = None
+    terms = None if grant is None else grant_terms_checked(approval=approval, action=action, grant=grant)
 
     now = timezone.now()
     status = Approval.Status.APPROVED if action == Approval.Action.APPROVE else Approval.Status.REJECTED
@@ -400,6 +414,9 @@ def approval_decide(
                 actor=reviewer,
                 data={"status": status, "action": action, "reason": reason, "edited_args": edited_args},
             )
+            if terms is not None:
+                approved_args = edited_args if edited_args is not None else approval.args
+                grant_give(approval=approval, reviewer=reviewer, terms=terms, approved_args=approved_args)
             if action == Approval.Action.TERMINATE:
                 stopped_by = f"{reviewer.get_username()} stopped the whole run (approval #{approval_id})."
                 approvals_cancel_for_run(run_id=approval.run_id, reason=stopped_by)

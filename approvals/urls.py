@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from approvals import reviewer_settings, views
+from approvals import grant_views, reviewer_settings, views
 
 app_name = "review"
 urlpatterns = [
@@ -14,4 +14,6 @@ urlpatterns = [
     path("<int:approval_id>/", views.approval_detail, name="detail"),
     path("<int:approval_id>/viewing/", views.approval_viewing_now, name="viewing"),
     path("settings/", reviewer_settings.reviewer_settings, name="settings"),
+    path("grants/", grant_views.grant_list, name="grants"),
+    path("grants/<int:grant_id>/revoke/", grant_views.grant_revoke_view, name="grant-revoke"),
 ]

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from approvals.errors import AlreadyDecided, ApprovalError, ApprovalExpired
-from approvals.forms import DecisionForm, arg_input_name
+from approvals.forms import DecisionForm, GrantForm, arg_input_name, grant_offer
 from approvals.models import Approval
 from approvals.notifications import approval_summary
 from approvals.presence import VIEWING_REFRESH_SECONDS, approval_viewing, approval_viewing_stopped
@@ -172,8 +172,16 @@ def _decide(request: HttpRequest, approval: Approval) -> HttpResponse:
     form = DecisionForm(request.POST, approval=approval)
     if not form.is_valid():
         return _render_invalid(request, approval, form)
+    grant = None
+    if request.POST.get("grant") == "on":
+        grant_form = GrantForm(request.POST, approval=approval)
+        if not grant_form.is_valid():
+            return _render_detail(
+                request, approval, form=_as_typed(request), error=grant_form.first_error(), status=400
+            )
+        grant = grant_form.terms()
     try:
-        decided = form.decide(request.user)
+        decided = form.decide(request.user, grant=grant)
     except ApprovalError as error:
         return _render_detail(
             request,
@@ -184,7 +192,9 @@ def _decide(request: HttpRequest, approval: Approval) -> HttpResponse:
             status=error.status_code,
         )
     edited = " with edited arguments" if decided.edited_args is not None else ""
-    messages.success(request, f"{DONE[form.action]} #{decided.pk} {decided.tool_name}{edited}.")
+    given = decided.grants_given.first() if grant else None
+    granted = f" Granted #{given.pk} to {decided.requested_by.get_username()}." if given else ""
+    messages.success(request, f"{DONE[form.action]} #{decided.pk} {decided.tool_name}{edited}.{granted}")
     following = approval_next_pending(reviewer=request.user, after=decided)
     if following is None:
         return redirect("review:queue")
@@ -221,11 +231,16 @@ def _render_invalid(request: HttpRequest, approval: Approval, form: DecisionForm
     )
 
 
-def _as_typed(request: HttpRequest) -> dict[str, str]:
+GRANT_FIELDS = ("grant", "grant_hours", "grant_uses", "grant_max_total")
+
+
+def _as_typed(request: HttpRequest) -> dict[str, Any]:
     """What the reviewer typed, shown again with the error."""
     names = ("reason", "response", "edited_args")
     typed = {field: request.POST.get(field, "") for field in names}
     typed.update({name: value for name, value in request.POST.items() if name.startswith("arg__")})
+    typed.update({name: request.POST.get(name, "") for name in GRANT_FIELDS if name in request.POST})
+    typed["grant_match"] = request.POST.getlist("grant_match")
     return typed
 
 
@@ -249,7 +264,7 @@ def _render_detail(
     request: HttpRequest,
     approval: Approval,
     *,
-    form: dict[str, str] | None = None,
+    form: dict[str, Any] | None = None,
     error: str = "",
     field_errors: dict[str, str] | None = None,
     status: int = 200,
@@ -285,8 +300,20 @@ def _render_detail(
         "typed_edited": any(item["value"] != item["initial"] for item in arg_inputs),
         "confirm_drop_edits": confirm_drop_edits,
         "error": error,
-        "args_errors": {name: message for name, message in field_errors.items() if name != "response"},
+        "args_errors": {
+            name: message
+            for name, message in field_errors.items()
+            if name != "response" and not name.startswith("grant")
+        },
         "response_error": field_errors.get("response", ""),
+        "grant_offer": grant_offer(approval, form) if refusal is None else None,
+        # "grant.hours" -> "hours", "grant" (the grant as a whole) -> "grant": template-friendly keys.
+        "grant_errors": {
+            name.partition(".")[2] or name: message
+            for name, message in field_errors.items()
+            if name.startswith("grant")
+        },
+        "grants_given": list(approval.grants_given.all()),
     }
     return render(request, "approvals/detail.html", context, status=status)
 

@@ -40,6 +40,8 @@ APPROVAL_FIELDS = {
     "response",
     "outcome",
     "outcome_text",
+    "grant",
+    "approved_by_grant",
 }
 
 

@@ -53,10 +53,21 @@ def test_the_schema_documents_the_approvals_endpoints(served_schema):
     action_ref = request["properties"]["action"]["allOf"][0]["$ref"]
     action = served_schema["components"]["schemas"][action_ref.rsplit("/", 1)[1]]
     assert set(action["enum"]) == {"approve", "reject", "respond", "terminate"}
-    assert set(request["properties"]) == {"action", "approved", "reason", "response", "args"}
+    assert set(request["properties"]) == {"action", "approved", "reason", "response", "args", "grant"}
 
     assert "events" in schema_of(detail, "200")["properties"]
     assert "events" in schema_of(decision, "200")["properties"]
     assert set(schema_of(decision, "400")["properties"]) >= {"action", "approved", "reason", "response", "args"}
     assert set(schema_of(decision, "409")["properties"]) >= {"detail", "code", "status", "decided_by", "decided_at"}
     assert schema_of(decision, "403")["required"] == ["detail"]
+
+
+def test_the_schema_documents_the_grants_endpoints(served_schema):
+    paths = served_schema["paths"]
+    assert {p["name"] for p in paths["/api/grants/"]["get"]["parameters"]} >= {"active", "tool", "customer", "q"}
+    assert set(paths["/api/grants/{id}/"]) >= {"get", "delete"}
+    assert set(paths["/api/grants/{id}/"]["delete"]["responses"]) == {"204", "403", "404"}
+    decision = paths["/api/approvals/{id}/decision/"]["post"]
+    ref = decision["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    grant = served_schema["components"]["schemas"][ref.rsplit("/", 1)[1]]["properties"]["grant"]
+    assert "GrantTerms" in str(grant)

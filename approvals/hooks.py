@@ -55,7 +55,9 @@ def approval_hook(
             request = step["requests"][call.call_id] = approval_request_for(call, **identity)
             # A refused request is asked again below, where the model is told why.
             with contextlib.suppress(ApprovalMismatch, TooManyPendingApprovals):
-                approval_request(request=request)
+                approval, _ = approval_request(request=request)
+                if approval.grant_id is not None and approval.status == Approval.Status.APPROVED:
+                    call.approved_without_review = approval.decision_reason
 
     def on_tool_call(call: ToolCall):
         if not call.requires_approval:

@@ -302,6 +302,17 @@ class PromptRequest:
             await self._apply(request, call, verdict)
         if protected:
             await self._announce([call for _, call in protected])
+            for _, call in protected:
+                if call.approved_without_review is None:  # e.g. a standing grant: nobody is asked
+                    await self._emit(
+                        "approval_requested",
+                        {
+                            "call_id": call.call_id,
+                            "tool_name": call.tool_name,
+                            "args": call.args_json,
+                            "reason": call.approval_reason,
+                        },
+                    )
             verdicts = [await self._ask_hooks(call) for _, call in protected]
             stop = next((v for v in verdicts if isinstance(v, TerminateRun)), None) or next(
                 (v for v in verdicts if isinstance(v, SuspendRun)), None
@@ -364,11 +375,6 @@ class PromptRequest:
                 request, arguments, "skipped", message=call.policy.message, policy=_policy_record(call)
             )
             return None
-        if call.requires_approval:
-            await self._emit(
-                "approval_requested",
-                {"call_id": call.call_id, "tool_name": tool.name, "args": arguments, "reason": call.approval_reason},
-            )
         return call
 
     async def _tell_hooks_policy(self, call: ToolCall) -> None:
@@ -404,6 +410,7 @@ class PromptRequest:
                 "approved": isinstance(verdict, RunTool),
                 "action": _action_of(verdict),
                 "message": _verdict_message(verdict),
+                "without_review": call.approved_without_review,
             },
         )
 

@@ -136,6 +136,9 @@ class ToolCall:
     facts: Mapping[str, Any] = field(default_factory=dict)
     # What the tool's policy decided (allow, deny or ask) and why; ``None`` for a tool without approval.
     policy: PolicyVerdict | None = None
+    # Set by a hook's ``on_approvals_requested`` when a standing decision (e.g. a grant) already
+    # approved this asked call: no person is asked, so no ``approval_requested`` event is sent.
+    approved_without_review: str | None = None
 
     @property
     def definition(self) -> Tool:

@@ -443,8 +443,11 @@ class StudioRuns:
 
         def on_approvals_requested(calls: Sequence[ToolCall]) -> None:
             """The step's protected calls all go into the store now, so they are pending together."""
-            for call in calls:
-                ask(call)
+            asked = [record for record in (ask(call) for call in calls) if record is not None and record.pending]
+            if asked:
+                # The chat waits from the moment its requests are in the panel, not from the events after.
+                with self._lock:
+                    run.status = "waiting_for_approval"
             self._post(chat, approvals=True)
 
         def on_tool_call(call: ToolCall):

@@ -596,10 +596,11 @@ def granting_refund_tool(executed: list):
     )
 
 
-def run_refund(customer, executed, *, amount: float):
+def run_refund(customer, executed, *, amount: float, events: list | None = None):
     model = ScriptedModel([call("refund_order", order_id="A-1001", amount=amount), "Refunded."])
     agent = Agent(name="support", instructions="Help.", model=model, tools=[granting_refund_tool(executed)])
-    return agent.prompt("refund").request_hook(approval_hook(user=customer, block_seconds=10)).send_sync()
+    request = agent.prompt("refund").request_hook(approval_hook(user=customer, block_seconds=10))
+    return request.on_event(events.append if events is not None else lambda event: None).send_sync()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -627,8 +628,15 @@ def test_a_run_whose_call_a_grant_covers_runs_it_without_waiting(decision_waiter
     assert grant.tool_fingerprint  # the tool's real fingerprint, from the hook's request
 
     waits_before = len(decision_waiters.approval_ids)
-    assert run_refund(customer, executed, amount=60).text == "Refunded."
+    events: list = []
+    covered_run = run_refund(customer, executed, amount=60, events=events)
+    assert covered_run.text == "Refunded."
     assert executed == [("A-1001", 150), ("A-1001", 60)]
+    # Nobody was asked, so nobody (the customer's timeline included) hears that someone is.
+    assert covered_run.tool_calls[0].requires_approval is True
+    assert "approval_requested" not in [event.type for event in events]
+    decided = next(event for event in events if event.type == "approval_decided")
+    assert decided.data["without_review"] == f"approved by grant #{grant.pk} from rita"
     assert len(decision_waiters.approval_ids) == waits_before  # nobody waited for a reviewer
     covered = Approval.objects.get(grant=grant)
     assert covered.decision_reason == f"approved by grant #{grant.pk} from rita"

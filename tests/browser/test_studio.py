@@ -42,6 +42,11 @@ def studio_page(page: Page, studio: StudioProcess) -> Page:
     return page
 
 
+SECOND_REASON = (
+    "Review refund of $120.00 for A-1001: $150.00 of $249.00 already refunded in 1 call in the last 30 days."
+)
+
+
 def ask(page: Page, agent: str, message: str) -> None:
     page.locator(f'button.agent[data-agent="{agent}"]').click()
     expect(page.locator("#chat-title")).to_have_text(f"New chat with {agent}")
@@ -82,7 +87,7 @@ def test_approving_and_rejecting_a_refund_in_studio(studio_page: Page, studio: S
     # Reject, in a second chat: the model hears the reject message and the reason.
     ask(page, "support", "refund order A-1001, $120")
     card = page.locator("#pending li.approval-card")
-    expect(card).to_contain_text("Review refund of $120.00 for A-1001.")
+    expect(card).to_contain_text(SECOND_REASON)  # the policy counts the first refund
     card.get_by_label("Reason (optional)").fill("Only $99.00 is left to refund on this order.")
     card.get_by_role("button", name="Reject").click()
     received = "Refund was not approved. Reviewer's reason: Only $99.00 is left to refund on this order."
@@ -102,7 +107,7 @@ def test_approving_and_rejecting_a_refund_in_studio(studio_page: Page, studio: S
         " join auth_user u on u.id = a.decided_by_id order by a.id"
     ) == [
         ("approved", "Review refund of $150.00 for A-1001.", "studio", "Customer is eligible."),
-        ("rejected", "Review refund of $120.00 for A-1001.", "studio", "Only $99.00 is left to refund on this order."),
+        ("rejected", SECOND_REASON, "studio", "Only $99.00 is left to refund on this order."),
     ]
     assert studio.query("select count(*) from shop_refund") == [(1,)]
     assert studio.stop(signal.SIGINT) == 0
@@ -126,16 +131,19 @@ def test_respond_and_stop_the_run_in_studio_with_the_preview_shown(studio_page: 
     page = studio_page
     timeline = page.locator("#timeline")
 
-    # Two refunds in one step: both wait at once, each card with its preview, warnings first.
-    ask(page, "support", "refund order A-1001, $150 and order A-1002, $120")
+    # Two refunds of one order in one step: both wait at once, each card with its preview, warnings first.
+    ask(page, "support", "refund order A-1001, $150 and order A-1001, $120")
     cards = page.locator("#pending li.approval-card")
     expect(cards).to_have_count(2)
     expect(page.locator("#approval-count")).to_have_text("2")
     first = cards.filter(has_text="Review refund of $150.00 for A-1001.")
-    second = cards.filter(has_text="Review refund of $120.00 for A-1002.")
-    warning = "Only $80.00 is left to refund on A-1002: $120.00 will fail as asked."
+    second = cards.filter(has_text="Review refund of $120.00 for A-1001.")
+    warning = (
+        "With the 1 other pending request(s) for A-1001 ($150.00), more than the $249.00 left would be refunded: "
+        "approving all of them cannot succeed."
+    )
     expect(second.locator(".preview-warnings li")).to_have_text([warning])
-    expect(second.locator(".preview-facts")).to_contain_text("Left to refund$80.00")
+    expect(second.locator(".preview-facts")).to_contain_text("Left to refund$249.00")
     assert second.locator(".preview > *").evaluate_all("nodes => nodes.map(n => n.className)") == [
         "preview-warnings",
         "preview-facts",
@@ -149,7 +157,7 @@ def test_respond_and_stop_the_run_in_studio_with_the_preview_shown(studio_page: 
     second.get_by_role("button", name="Respond").click()
     must_write = "Write what the model should receive instead of the tool's result."
     expect(second.locator(".form-error")).to_have_text(must_write)
-    answer = "Only $80.00 could go back on A-1002; a store credit covers the rest."
+    answer = "Only $99.00 more could go back on A-1001; a store credit covers the rest."
     second.get_by_label("What the model receives instead of the tool's result").fill(answer)
     page.screenshot(path="/tmp/studio-5-respond.png", full_page=True)
     second.get_by_role("button", name="Respond").click()

@@ -25,6 +25,7 @@ from django.views.decorators.http import require_POST
 from approvals.errors import AlreadyDecided, ApprovalError, ApprovalExpired
 from approvals.forms import DecisionForm
 from approvals.models import Approval, ApprovalEvent
+from approvals.reviewers import approvals_routed_to
 from approvals.selectors import approval_outcome, preview_shown
 from approvals.services import approval_decide_refusal, approvals_decide_each, reviewer_can_decide
 
@@ -120,7 +121,10 @@ class ApprovalAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Decision", {"fields": ("decided_by", "decided_at", "decision_reason", "edited_args_pretty")}),
+        (
+            "Decision",
+            {"fields": ("approvals_progress", "decided_by", "decided_at", "decision_reason", "edited_args_pretty")},
+        ),
         ("Outcome", {"fields": ("executed_at", "outcome_pretty", "reject_message")}),
         (
             "Run",
@@ -193,7 +197,22 @@ class ApprovalAdmin(admin.ModelAdmin):
 
     @admin.display(description="Decided by", ordering="decided_by__username")
     def decider(self, approval: Approval) -> str | None:
+        if approval.quorum > 1 and approval.approvers:
+            return self.approvals_progress(approval)
         return approval.decided_by.get_username() if approval.decided_by else None
+
+    @admin.display(description="Approvals")
+    def approvals_progress(self, approval: Approval) -> str:
+        """ "1 of 2 approvals: bob" for a request several reviewers must approve."""
+        approvers = approval.approvers
+        if approval.quorum <= 1:
+            return ", ".join(approvers) or self.get_empty_value_display()
+        who = f": {', '.join(approvers)}" if approvers else ""
+        return f"{len(approvers)} of {approval.quorum} approvals{who}"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Approval]:
+        # A reviewer sees only the requests routed to them (the tool's group / permission).
+        return approvals_routed_to(super().get_queryset(request).prefetch_related("votes__reviewer"), request.user)
 
     # --- change page fields ---------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from django.urls import reverse
 
 from anvia_project.channel_layer import group_send
 from approvals.models import Approval, ApprovalEvent, ReviewerPreference
+from approvals.reviewers import approval_routing
 
 logger = logging.getLogger("anvia.approvals")
 
@@ -36,13 +37,18 @@ def approval_summary(approval: Approval) -> dict:
         "decided_by": approval.decided_by.get_username() if approval.decided_by else None,
         "decided_at": approval.decided_at.isoformat() if approval.decided_at else None,
         "decision_reason": approval.decision_reason[:REASON_PREVIEW_CHARS],
+        "quorum": approval.quorum,
+        "approvals": approval.approvers,
     }
 
 
 def notify_reviewers(kind: str, approval: Approval) -> None:
-    """``kind`` is ``approval.created``, ``approval.decided`` or ``approval.expired``."""
+    """``kind`` is ``approval.created``, ``approval.voted`` (one approval of a quorum),
+    ``approval.escalated``, ``approval.decided`` or ``approval.expired``. The frame carries the
+    request's ``routing``: each reviewer socket forwards it only to a reviewer it is for, without it."""
     try:
-        group_send(REVIEWERS_GROUP, {"type": kind, "approval": approval_summary(approval)})
+        frame = {"type": kind, "approval": approval_summary(approval), "routing": approval_routing(approval)}
+        group_send(REVIEWERS_GROUP, frame)
     except Exception:
         # Reviewers refresh to the truth; a missed live update must not fail the decision.
         logger.warning("approval %s: could not notify reviewers of %s", approval.pk, kind, exc_info=True)
@@ -119,6 +125,8 @@ def approval_email_reviewers(*, approval_id: int) -> int:
         return 0
     link = approval_link(approval)
     subject = f"Approval #{approval.pk} waiting: {approval.tool_name}"
+    if approval.escalated_at is not None:
+        subject = f"Escalated to {approval.escalate_to}: {subject}"
     body = (
         f"{_request_summary(approval)}.\n\n"
         f"Open it to approve or reject (you will be asked to sign in):\n{link}\n\n"

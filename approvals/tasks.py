@@ -18,6 +18,13 @@ def expire_overdue_approvals() -> int:
     return approvals_expire_overdue()
 
 
+@shared_task(name="approvals.escalate_overdue")
+def escalate_overdue_approvals() -> int:
+    from approvals.escalation import approvals_escalate_overdue
+
+    return approvals_escalate_overdue()
+
+
 @shared_task(
     name="approvals.email_reviewers",
     bind=True,

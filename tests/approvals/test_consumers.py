@@ -64,6 +64,8 @@ async def test_reviewer_hears_a_request_then_its_decision(redis_channel_layer):
         "decided_by": None,
         "decided_at": None,
         "decision_reason": "",
+        "quorum": 1,
+        "approvals": [],
     }
 
     await database_sync_to_async(approval_decide)(

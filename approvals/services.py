@@ -406,8 +406,8 @@ def _approval_vote(*, approval: Approval, reviewer, reason: str, edited_args: di
             ) from None
         current = Approval.objects.select_for_update().get(pk=approval.pk)
         if not current.is_pending or current.expires_at <= now:
-            transaction.set_rollback(True)  # no vote on a request that is no longer open
             refusal = approval_decide_refusal(approval=current, user=reviewer) or AlreadyDecided(current)
+            transaction.set_rollback(True)  # no vote on a request that is no longer open
         else:
             approvers = list(
                 ApprovalVote.objects.filter(approval_id=approval.pk)

@@ -67,7 +67,8 @@ def test_an_overdue_request_is_escalated_once_and_the_group_may_decide(django_ca
     assert approvals_escalate_overdue() == 0
 
     row = Approval.objects.get(pk=approval.pk)
-    assert row.escalated_at is not None and row.is_pending
+    assert row.escalated_at is not None
+    assert row.is_pending
     event = row.events.get(kind="escalated")
     assert event.data["to"] == "managers"
     assert approval_decide(approval_id=approval.pk, reviewer=manager, approved=True).status == "approved"

@@ -87,7 +87,8 @@ def test_the_queue_pages_never_show_an_outsider_the_request(finance_request, out
     client.force_login(outsider)
 
     queue = client.get("/review/").content.decode()
-    assert SECRET_REASON not in queue and "Refund &lt;b&gt;$900" not in queue
+    assert SECRET_REASON not in queue
+    assert "Refund &lt;b&gt;$900" not in queue
     assert f'data-approval-id="{open_to_all.pk}"' in queue
     assert f'data-approval-id="{finance_request.pk}"' not in queue
     pending = client.get("/review/pending.json").json()

@@ -178,7 +178,11 @@ def test_two_reviewers_approving_at_once_approve_it_once_with_both_votes(redis_u
         row = Approval.objects.get(pk=approval.pk)
         assert row.status == "approved", f"round {attempt}"
         assert set(row.approvers) == {bob.username, carol.username}
-        assert row.decided_by == row.votes.last().reviewer  # the vote that completed the quorum decided
+        # The vote counted second (its transaction got the row lock second) decided it; the other voted.
+        voted = ApprovalEvent.objects.get(approval=approval, kind="voted")
+        decided = ApprovalEvent.objects.get(approval=approval, kind="decided")
+        assert {voted.actor, decided.actor} == {bob, carol}
+        assert row.decided_by == decided.actor
         kinds = sorted(ApprovalEvent.objects.filter(approval=approval).values_list("kind", flat=True))
         assert kinds == ["decided", "voted"], f"round {attempt}: {kinds}"
         assert wake_ups.llen(get_decision_channel().key(approval.pk)) == 1  # the waiter wakes once

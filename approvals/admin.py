@@ -53,6 +53,11 @@ def can_view_approvals(request: HttpRequest) -> bool:
     return request.user.has_perm("approvals.view_approval") or reviewer_can_decide(request.user)
 
 
+def quorum_progress_text(approval: Approval) -> str:
+    """What a reviewer reads after giving one approval of several."""
+    return f"Approved #{approval.pk} ({approval.tool_name}): {approval_outcome(approval)}; it needs another reviewer."
+
+
 def why_user_cannot_decide(approval: Approval, user) -> str | None:
     """What stops ``user`` from deciding ``approval`` now; shown instead of the buttons."""
     if not approval.is_pending:
@@ -275,6 +280,8 @@ class ApprovalAdmin(admin.ModelAdmin):
                 self.message_user(request, str(result.error), messages.WARNING)
             elif result.error is not None:
                 self.message_user(request, f"Approval #{result.approval_id}: {result.error}", messages.ERROR)
+            elif result.decided.is_pending:  # one approval of several
+                self.message_user(request, quorum_progress_text(result.decided), messages.SUCCESS)
             else:
                 decided += 1
         if decided:
@@ -347,7 +354,6 @@ class ApprovalAdmin(admin.ModelAdmin):
         except ApprovalError as error:
             self.message_user(request, str(error), messages.ERROR)
         else:
-            self.message_user(
-                request, f"Approval #{decided.pk} ({decided.tool_name}) {decided.status}.", messages.SUCCESS
-            )
+            done = f"Approval #{decided.pk} ({decided.tool_name}) {decided.status}."
+            self.message_user(request, quorum_progress_text(decided) if decided.is_pending else done, messages.SUCCESS)
         return HttpResponseRedirect(change_url)

@@ -125,7 +125,11 @@ def approval_queue_bulk(request: HttpRequest) -> HttpResponse:
     approved = decision == "approve"
     reason = request.POST.get("reason", "").strip()[:2000] or BULK_REASONS[approved]
     results = approvals_decide_each(approval_ids=ids, reviewer=request.user, approved=approved, reason=reason)
-    done = [result.approval_id for result in results if result.decided is not None]
+    done = [result.approval_id for result in results if result.decided is not None and not result.decided.is_pending]
+    for result in results:
+        if result.decided is not None and result.decided.is_pending:  # one approval of several
+            status = approval_outcome(result.decided)
+            messages.success(request, f"Approved #{result.approval_id}: {status}; it needs another reviewer.")
     if done:
         verb = "Approved" if approved else "Rejected"
         messages.success(request, f"{verb} {len(done)}: " + ", ".join(f"#{pk}" for pk in done) + ".")

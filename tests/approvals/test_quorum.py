@@ -311,3 +311,19 @@ def test_the_admin_shows_who_approved_so_far(admin_client):
     assert "1 of 2 approvals: bob" in listing
     change = admin_client.get(f"/admin/approvals/approval/{approval.pk}/change/").content.decode()
     assert "1 of 2 approvals: bob" in change
+
+
+@pytest.mark.django_db
+def test_bulk_approval_counts_as_one_vote_and_says_so(client, admin_client):
+    first, second = two_person(), two_person()
+    client.force_login(ReviewerFactory(username="bob"))
+    page = client.post("/review/bulk/", {"decision": "approve", "ids": [first.pk]}, follow=True).content.decode()
+    assert f"Approved #{first.pk}: 1 of 2 approvals; it needs another reviewer." in page
+    assert Approval.objects.get(pk=first.pk).status == "pending"
+
+    page = admin_client.post(
+        "/admin/approvals/approval/",
+        {"action": "approve_selected", "_selected_action": [second.pk], "confirm": "yes"},
+        follow=True,
+    ).content.decode()
+    assert f"Approved #{second.pk} (refund_order): 1 of 2 approvals; it needs another reviewer." in page

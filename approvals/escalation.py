@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from approvals.models import Approval, ApprovalEvent
 from approvals.notifications import notify_reviewers
-from approvals.services import approval_notify_away_reviewers
 
 logger = logging.getLogger("anvia.approvals")
 
@@ -40,12 +40,20 @@ def approval_escalate(*, approval_id: int) -> bool:
             kind=ApprovalEvent.Kind.ESCALATED,
             data={"to": approval.escalate_to, "after_seconds": round((now - approval.created_at).total_seconds())},
         )
-        # The group's members may decide it now: their queues gain the row, and those away get the
-        # email (those emailed before are not emailed again).
+        # The group's members may decide it now: their queues gain the row, and each member gets
+        # the escalation email (even one told of the request before: it is still waiting).
         transaction.on_commit(lambda: notify_reviewers("approval.escalated", approval))
-        approval_notify_away_reviewers(approval_id=approval_id)
+        transaction.on_commit(lambda: approval_email_escalation(approval_id=approval_id), robust=True)
     logger.info("approval escalated id=%s run=%s to=%s", approval_id, approval.run_id, approval.escalate_to)
     return True
+
+
+def approval_email_escalation(*, approval_id: int) -> None:
+    """Queue the escalation email (a Celery task with retries), where reviewer emails are on."""
+    from approvals.tasks import email_reviewers
+
+    if settings.ANVIA_REVIEWER_NOTIFICATIONS:
+        email_reviewers.delay(approval_id, True)
 
 
 def approvals_escalate_overdue(*, limit: int = 1000) -> int:

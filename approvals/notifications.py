@@ -57,6 +57,7 @@ def notify_reviewers(kind: str, approval: Approval) -> None:
 # ---- beyond the open page: email and a Slack-compatible webhook --------------------------------
 
 EMAIL_CHANNEL = "email"
+ESCALATION_EMAIL_CHANNEL = "escalation_email"
 WEBHOOK_CHANNEL = "webhook"
 
 
@@ -76,9 +77,10 @@ def reviewer_email_set(*, user, enabled: bool) -> ReviewerPreference:
     return preference
 
 
-def approval_email_recipients(approval: Approval) -> list:
+def approval_email_recipients(approval: Approval, *, group: str = "") -> list:
     """The reviewers who may decide ``approval`` (the one rule, ``approval_decide_refusal``), have an
-    address, and have not turned email off. Never the requester: the rule refuses them."""
+    address, and have not turned email off (``group``: only its members). Never the requester: the
+    rule refuses them."""
     from approvals.services import approval_decide_refusal  # services imports this module
 
     muted = ReviewerPreference.objects.filter(email=False).values("user_id")
@@ -89,6 +91,8 @@ def approval_email_recipients(approval: Approval) -> list:
         .exclude(pk__in=muted)
         .order_by("pk")
     )
+    if group:
+        candidates = candidates.filter(groups__name=group)
     return [user for user in candidates if approval_decide_refusal(approval=approval, user=user) is None]
 
 
@@ -113,19 +117,23 @@ def _request_summary(approval: Approval) -> str:
     return f"Approval #{approval.pk} is waiting: {approval.reason[:REASON_PREVIEW_CHARS]} (asked by {requester})"
 
 
-def approval_email_reviewers(*, approval_id: int) -> int:
+def approval_email_reviewers(*, approval_id: int, escalation: bool = False) -> int:
     """Email each reviewer who may decide the request, once each (a retry skips those already
-    emailed); nothing once it is no longer pending. Returns how many were emailed now."""
+    emailed); nothing once it is no longer pending. ``escalation``: the members of its
+    ``escalate_to`` group, once each, whether or not they were emailed of the request before.
+    Returns how many were emailed now."""
     approval = Approval.objects.select_related("requested_by").filter(pk=approval_id).first()
-    if approval is None or not approval.is_pending:
+    if approval is None or not approval.is_pending or (escalation and approval.escalated_at is None):
         return 0
-    told = _already_told(approval, EMAIL_CHANNEL)
-    recipients = [user for user in approval_email_recipients(approval) if user.pk not in told]
+    channel = ESCALATION_EMAIL_CHANNEL if escalation else EMAIL_CHANNEL
+    told = _already_told(approval, channel)
+    group = approval.escalate_to if escalation else ""
+    recipients = [user for user in approval_email_recipients(approval, group=group) if user.pk not in told]
     if not recipients:
         return 0
     link = approval_link(approval)
     subject = f"Approval #{approval.pk} waiting: {approval.tool_name}"
-    if approval.escalated_at is not None:
+    if escalation:
         subject = f"Escalated to {approval.escalate_to}: {subject}"
     body = (
         f"{_request_summary(approval)}.\n\n"
@@ -143,7 +151,7 @@ def approval_email_reviewers(*, approval_id: int) -> int:
                 sent.append(user.pk)
     finally:
         if sent:
-            _record_told(approval, EMAIL_CHANNEL, sent)
+            _record_told(approval, channel, sent)
     return len(sent)
 
 

@@ -31,11 +31,11 @@ def escalate_overdue_approvals() -> int:
     max_retries=NOTIFY_RETRIES,
     default_retry_delay=NOTIFY_RETRY_SECONDS,
 )
-def email_reviewers(self, approval_id: int) -> int:
+def email_reviewers(self, approval_id: int, escalation: bool = False) -> int:
     from approvals.notifications import approval_email_reviewers
 
     try:
-        return approval_email_reviewers(approval_id=approval_id)
+        return approval_email_reviewers(approval_id=approval_id, escalation=escalation)
     except Exception as error:
         raise self.retry(exc=error, countdown=NOTIFY_RETRY_SECONDS * (2**self.request.retries)) from error
 

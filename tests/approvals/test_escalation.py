@@ -100,7 +100,7 @@ def test_the_expiry_stays_the_final_answer():
 
 
 @pytest.mark.django_db
-def test_the_escalation_group_is_emailed_and_the_first_group_is_not_emailed_again(
+def test_the_escalation_group_is_emailed_once_and_the_first_group_not_again(
     monkeypatch, django_capture_on_commit_callbacks
 ):
     monkeypatch.setattr(tasks.email_reviewers, "delay", lambda *args: tasks.email_reviewers.apply(args=args))
@@ -127,13 +127,40 @@ def test_the_escalation_group_is_emailed_and_the_first_group_is_not_emailed_agai
         assert approvals_escalate_overdue() == 1
     assert [message.to for message in mail.outbox[1:]] == [["max@example.com"]]
     assert mail.outbox[1].subject == f"Escalated to managers: Approval #{approval.pk} waiting: refund_order"
+    assert tasks.email_reviewers.apply(args=(approval.pk, True)).result == 0  # a retry emails nobody twice
+
+
+@pytest.mark.django_db
+def test_a_manager_told_of_the_request_before_still_hears_it_was_escalated(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(tasks.email_reviewers, "delay", lambda *args: tasks.email_reviewers.apply(args=args))
+    in_group(ReviewerFactory(username="max", email="max@example.com"), "managers")
+    with django_capture_on_commit_callbacks(execute=True):
+        approval, _ = approval_request(
+            request=ApprovalRequest(
+                run_id="run-1",
+                call_id="call_1",
+                tool_name="refund_order",
+                args={"order_id": "A-1004", "amount": 900.0},
+                reason="Refund $900?",
+                escalate_after=0,
+                escalate_to="managers",
+            )
+        )
+    with django_capture_on_commit_callbacks(execute=True):
+        approvals_escalate_overdue()
+    assert [m.subject for m in mail.outbox] == [
+        f"Approval #{approval.pk} waiting: refund_order",
+        f"Escalated to managers: Approval #{approval.pk} waiting: refund_order",
+    ]
 
 
 @pytest.mark.django_db(transaction=True)
 def test_two_sweeps_racing_escalate_each_request_exactly_once(monkeypatch):
     notified: list[int] = []
     monkeypatch.setattr("approvals.escalation.notify_reviewers", lambda kind, approval: notified.append(approval.pk))
-    monkeypatch.setattr("approvals.escalation.approval_notify_away_reviewers", lambda **kwargs: None)
+    monkeypatch.setattr("approvals.escalation.approval_email_escalation", lambda **kwargs: None)
     for attempt in range(5):
         approvals = [overdue() for _ in range(5)]
         barrier = threading.Barrier(2)

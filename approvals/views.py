@@ -342,6 +342,9 @@ def _input_text(value: Any) -> str:
 @reviewer_required
 def approval_viewing_now(request: HttpRequest, approval_id: int) -> JsonResponse:
     """The detail page's heartbeat: who else has this approval open (``?closing=1``: it closes)."""
+    approval = Approval.objects.filter(pk=approval_id).first()
+    if approval is None or not approval_routed_to(approval, request.user):
+        return JsonResponse({"viewers": [], "detail": f"No approval #{approval_id} for you."}, status=404)
     username = request.user.get_username()
     if request.GET.get("closing") == "1":
         approval_viewing_stopped(approval_id=approval_id, username=username)

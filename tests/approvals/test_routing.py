@@ -190,3 +190,12 @@ def test_email_goes_only_to_the_reviewers_it_is_for(member, outsider, django_cap
     approval = ApprovalFactory(reviewer_group="finance")
     assert approval_email_reviewers(approval_id=approval.pk) == 1
     assert [message.to for message in mail.outbox] == [["fiona@example.com"]]
+
+
+def test_who_else_is_viewing_is_not_told_to_an_outsider(finance_request, outsider, member, client):
+    client.force_login(member)
+    assert client.post(f"/review/{finance_request.pk}/viewing/").status_code == 200
+    client.force_login(outsider)
+    response = client.post(f"/review/{finance_request.pk}/viewing/")
+    assert response.status_code == 404
+    assert response.json()["viewers"] == []

@@ -211,6 +211,8 @@ ANVIA_WEBHOOK_TIMEOUT_SECONDS = env.float("ANVIA_WEBHOOK_TIMEOUT_SECONDS", defau
 
 CELERY_BEAT_SCHEDULE = {
     "expire-overdue-approvals": {"task": "approvals.expire_overdue", "schedule": 60.0},
+    # A tool's escalate_after is met within this much.
+    "escalate-overdue-approvals": {"task": "approvals.escalate_overdue", "schedule": 30.0},
     "recover-orphaned-runs": {"task": "agents.tasks.recover_orphaned_runs", "schedule": ANVIA_RUN_SWEEP_SECONDS},
     "requeue-stale-runs": {"task": "agents.tasks.requeue_stale_runs", "schedule": 60.0},
 }

@@ -26,6 +26,7 @@ from approvals.errors import AlreadyDecided, ApprovalError, ApprovalExpired
 from approvals.forms import DecisionForm
 from approvals.grants import GRANT_STATES, grant_revoke, grant_state, grant_total_left, grant_uses_left, grants_list
 from approvals.models import Approval, ApprovalEvent, Grant, PolicyCheck
+from approvals.reviewers import approvals_routed_to
 from approvals.selectors import approval_outcome, preview_shown
 from approvals.services import approval_decide_refusal, approvals_decide_each, reviewer_can_decide
 
@@ -51,6 +52,11 @@ def pretty_json(value: Any) -> str:
 def can_view_approvals(request: HttpRequest) -> bool:
     # Reviewers are staff with only the decide permission; they must see what they decide.
     return request.user.has_perm("approvals.view_approval") or reviewer_can_decide(request.user)
+
+
+def quorum_progress_text(approval: Approval) -> str:
+    """What a reviewer reads after giving one approval of several."""
+    return f"Approved #{approval.pk} ({approval.tool_name}): {approval_outcome(approval)}; it needs another reviewer."
 
 
 def why_user_cannot_decide(approval: Approval, user) -> str | None:
@@ -121,7 +127,19 @@ class ApprovalAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Decision", {"fields": ("decided_by", "decided_at", "decision_reason", "edited_args_pretty", "grant")}),
+        (
+            "Decision",
+            {
+                "fields": (
+                    "approvals_progress",
+                    "decided_by",
+                    "decided_at",
+                    "decision_reason",
+                    "edited_args_pretty",
+                    "grant",
+                )
+            },
+        ),
         ("Outcome", {"fields": ("executed_at", "outcome_pretty", "receipt_pretty", "reject_message")}),
         ("Policy", {"fields": ("policy_rule", "facts_pretty", "tool_fingerprint", "policy_fingerprint", "superseded")}),
         (
@@ -195,7 +213,22 @@ class ApprovalAdmin(admin.ModelAdmin):
 
     @admin.display(description="Decided by", ordering="decided_by__username")
     def decider(self, approval: Approval) -> str | None:
+        if approval.quorum > 1 and approval.approvers:
+            return self.approvals_progress(approval)
         return approval.decided_by.get_username() if approval.decided_by else None
+
+    @admin.display(description="Approvals")
+    def approvals_progress(self, approval: Approval) -> str:
+        """ "1 of 2 approvals: bob" for a request several reviewers must approve."""
+        approvers = approval.approvers
+        if approval.quorum <= 1:
+            return ", ".join(approvers) or self.get_empty_value_display()
+        who = f": {', '.join(approvers)}" if approvers else ""
+        return f"{len(approvers)} of {approval.quorum} approvals{who}"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Approval]:
+        # A reviewer sees only the requests routed to them (the tool's group / permission).
+        return approvals_routed_to(super().get_queryset(request).prefetch_related("votes__reviewer"), request.user)
 
     # --- change page fields ---------------------------------------------------------------------
 
@@ -266,6 +299,8 @@ class ApprovalAdmin(admin.ModelAdmin):
                 self.message_user(request, str(result.error), messages.WARNING)
             elif result.error is not None:
                 self.message_user(request, f"Approval #{result.approval_id}: {result.error}", messages.ERROR)
+            elif result.decided.is_pending:  # one approval of several
+                self.message_user(request, quorum_progress_text(result.decided), messages.SUCCESS)
             else:
                 decided += 1
         if decided:
@@ -338,9 +373,8 @@ class ApprovalAdmin(admin.ModelAdmin):
         except ApprovalError as error:
             self.message_user(request, str(error), messages.ERROR)
         else:
-            self.message_user(
-                request, f"Approval #{decided.pk} ({decided.tool_name}) {decided.status}.", messages.SUCCESS
-            )
+            done = f"Approval #{decided.pk} ({decided.tool_name}) {decided.status}."
+            self.message_user(request, quorum_progress_text(decided) if decided.is_pending else done, messages.SUCCESS)
         return HttpResponseRedirect(change_url)
 
 

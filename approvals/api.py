@@ -30,9 +30,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from anvia_project.errors import ErrorSerializer
-from approvals.errors import DECISION_ERROR_CODES
+from approvals.errors import DECISION_ERROR_CODES, NotRoutedToReviewer
 from approvals.grants import GRANT_MAX_HOURS, GRANT_MAX_TOTAL, GRANT_MAX_USES, approval_grant_text
 from approvals.models import Approval, ApprovalEvent
+from approvals.reviewers import approval_routed_to, routing_refusal_text
 from approvals.selectors import approval_get, approval_list, approval_outcome_text
 from approvals.services import approval_decide, reviewer_can_decide
 
@@ -74,6 +75,13 @@ class ApprovalSerializer(serializers.ModelSerializer):
     approved_by_grant = serializers.SerializerMethodField(
         help_text='"approved by grant #G from <reviewer>" when a standing grant approved it, else empty.'
     )
+    quorum = serializers.IntegerField(read_only=True, help_text="How many different reviewers must approve it.")
+    approvals = serializers.ListField(
+        source="approvers",
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Usernames of the reviewers who approved it so far, in order (the last one decided it).",
+    )
 
     class Meta:
         model = Approval
@@ -94,6 +102,8 @@ class ApprovalSerializer(serializers.ModelSerializer):
             "expires_at",
             "decided_by",
             "decided_at",
+            "quorum",
+            "approvals",
             "action",
             "decision_reason",
             "response",
@@ -305,7 +315,10 @@ NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No approval has this i
     get=extend_schema(
         operation_id="approvals_list",
         summary="List approvals",
-        description="Approvals newest first, paginated; `status=pending` gives the ones waiting for a reviewer.",
+        description=(
+            "Approvals newest first, paginated; `status=pending` gives the ones waiting for a reviewer. Only the "
+            "requests routed to you: a tool may name a group or a permission (or, once escalated, a second group)."
+        ),
         parameters=[ApprovalListQuerySerializer],
         responses={
             200: ApprovalSerializer(many=True),
@@ -320,12 +333,12 @@ class ApprovalListView(ReviewerAPIView, generics.ListAPIView):
     pagination_class = ApprovalPagination
 
     def get_queryset(self):
-        return approval_list()
+        return approval_list(reviewer=self.request.user)
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         query = ApprovalListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        page = self.paginate_queryset(approval_list(status=query.validated_data.get("status")))
+        page = self.paginate_queryset(approval_list(status=query.validated_data.get("status"), reviewer=request.user))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
 
@@ -334,7 +347,14 @@ class ApprovalListView(ReviewerAPIView, generics.ListAPIView):
         operation_id="approvals_retrieve",
         summary="Read an approval",
         description="One approval with its event log.",
-        responses={200: ApprovalDetailSerializer, 403: FORBIDDEN, 404: NOT_FOUND},
+        responses={
+            200: ApprovalDetailSerializer,
+            403: OpenApiResponse(
+                DecisionRefusedSerializer,
+                description="Not a reviewer, or the request is for another group (`not_routed_to_reviewer`).",
+            ),
+            404: NOT_FOUND,
+        },
         tags=["approvals"],
     )
 )
@@ -347,6 +367,8 @@ class ApprovalDetailView(ReviewerAPIView, generics.RetrieveAPIView):
     def get_object(self) -> Approval:
         approval = approval_get(approval_id=self.kwargs["pk"])
         self.check_object_permissions(self.request, approval)
+        if not approval_routed_to(approval, self.request.user):
+            raise NotRoutedToReviewer(routing_refusal_text(approval))
         return approval
 
 
@@ -356,19 +378,31 @@ class ApprovalDecisionView(ReviewerAPIView):
         summary="Decide an approval: approve, reject, respond or terminate",
         description=(
             "Exactly one decision wins: a later or concurrent one gets 409 saying who decided and when. "
-            "The user who asked for the action cannot decide it."
+            "The user who asked for the action cannot decide it. A request with `quorum` > 1 needs that many "
+            "different reviewers to approve (each approve is recorded in `approvals`; it stays pending until the "
+            "last, and its arguments cannot be edited); one reject, respond or terminate decides it at once."
         ),
         request=DecisionSerializer,
         responses={
-            200: OpenApiResponse(ApprovalDetailSerializer, description="The decided approval."),
+            200: OpenApiResponse(
+                ApprovalDetailSerializer,
+                description="The decided approval (still pending after one approval of a quorum).",
+            ),
             400: OpenApiResponse(DecisionErrorSerializer, description="The body is wrong; each field says why."),
             403: OpenApiResponse(
                 DecisionRefusedSerializer,
-                description="Not a reviewer (`not_a_reviewer`), or the one who asked for it (`self_approval_refused`).",
+                description=(
+                    "Not a reviewer (`not_a_reviewer`), not one the request is for (`not_routed_to_reviewer`), "
+                    "or the one who asked for it (`self_approval_refused`)."
+                ),
             ),
             404: NOT_FOUND,
             409: OpenApiResponse(
-                ConflictSerializer, description="Decided already (`already_decided`) or expired (`approval_expired`)."
+                ConflictSerializer,
+                description=(
+                    "Decided already (`already_decided`), expired (`approval_expired`), or you already approved "
+                    "this request that needs more reviewers (`already_voted`)."
+                ),
             ),
             415: OpenApiResponse(ErrorSerializer, description="The body is not JSON."),
         },

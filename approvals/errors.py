@@ -27,6 +27,20 @@ class SelfApprovalRefused(ApprovalError):
     code = "self_approval_refused"
 
 
+class NotRoutedToReviewer(ApprovalError):
+    """The tool names who may decide it (a group, a permission), and this reviewer is not one."""
+
+    status_code = 403
+    code = "not_routed_to_reviewer"
+
+
+class AlreadyVoted(ApprovalError):
+    """A request that needs several reviewers: this one already approved it."""
+
+    status_code = 409
+    code = "already_voted"
+
+
 class AlreadyDecided(ApprovalError):
     """Somebody else decided first. ``approval`` is the row as that decision left it."""
 
@@ -103,5 +117,14 @@ class TooManyPendingApprovals(ApprovalError):
 
 # The codes a decision can answer, for the API's documentation.
 DECISION_ERROR_CODES = [
-    cls.code for cls in (NotAReviewer, SelfApprovalRefused, AlreadyDecided, ApprovalExpired, ApprovalError)
+    cls.code
+    for cls in (
+        NotAReviewer,
+        NotRoutedToReviewer,
+        SelfApprovalRefused,
+        AlreadyDecided,
+        AlreadyVoted,
+        ApprovalExpired,
+        ApprovalError,
+    )
 ]

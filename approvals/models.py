@@ -126,6 +126,14 @@ class Approval(models.Model):
         return self.status == self.Status.PENDING
 
     @property
+    def approvers(self) -> list[str]:
+        """Usernames of the reviewers who approved it so far, in order (uses prefetched ``votes``)."""
+        if self.quorum <= 1:
+            approved = self.status == self.Status.APPROVED and self.action == self.Action.APPROVE
+            return [self.decided_by.get_username()] if approved and self.decided_by_id else []
+        return [vote.reviewer.get_username() for vote in self.votes.all()]
+
+    @property
     def approved_args(self) -> dict:
         """The arguments the tool runs with when approved."""
         return self.edited_args if self.edited_args is not None else self.args

@@ -17,6 +17,7 @@ from django.urls import reverse
 
 from anvia_project.channel_layer import group_send
 from approvals.models import Approval, ApprovalEvent, ReviewerPreference
+from approvals.reviewers import approval_routing
 
 logger = logging.getLogger("anvia.approvals")
 
@@ -36,13 +37,18 @@ def approval_summary(approval: Approval) -> dict:
         "decided_by": approval.decided_by.get_username() if approval.decided_by else None,
         "decided_at": approval.decided_at.isoformat() if approval.decided_at else None,
         "decision_reason": approval.decision_reason[:REASON_PREVIEW_CHARS],
+        "quorum": approval.quorum,
+        "approvals": approval.approvers,
     }
 
 
 def notify_reviewers(kind: str, approval: Approval) -> None:
-    """``kind`` is ``approval.created``, ``approval.decided`` or ``approval.expired``."""
+    """``kind`` is ``approval.created``, ``approval.voted`` (one approval of a quorum),
+    ``approval.escalated``, ``approval.decided`` or ``approval.expired``. The frame carries the
+    request's ``routing``: each reviewer socket forwards it only to a reviewer it is for, without it."""
     try:
-        group_send(REVIEWERS_GROUP, {"type": kind, "approval": approval_summary(approval)})
+        frame = {"type": kind, "approval": approval_summary(approval), "routing": approval_routing(approval)}
+        group_send(REVIEWERS_GROUP, frame)
     except Exception:
         # Reviewers refresh to the truth; a missed live update must not fail the decision.
         logger.warning("approval %s: could not notify reviewers of %s", approval.pk, kind, exc_info=True)
@@ -51,6 +57,7 @@ def notify_reviewers(kind: str, approval: Approval) -> None:
 # ---- beyond the open page: email and a Slack-compatible webhook --------------------------------
 
 EMAIL_CHANNEL = "email"
+ESCALATION_EMAIL_CHANNEL = "escalation_email"
 WEBHOOK_CHANNEL = "webhook"
 
 
@@ -70,9 +77,10 @@ def reviewer_email_set(*, user, enabled: bool) -> ReviewerPreference:
     return preference
 
 
-def approval_email_recipients(approval: Approval) -> list:
+def approval_email_recipients(approval: Approval, *, group: str = "") -> list:
     """The reviewers who may decide ``approval`` (the one rule, ``approval_decide_refusal``), have an
-    address, and have not turned email off. Never the requester: the rule refuses them."""
+    address, and have not turned email off (``group``: only its members). Never the requester: the
+    rule refuses them."""
     from approvals.services import approval_decide_refusal  # services imports this module
 
     muted = ReviewerPreference.objects.filter(email=False).values("user_id")
@@ -83,6 +91,8 @@ def approval_email_recipients(approval: Approval) -> list:
         .exclude(pk__in=muted)
         .order_by("pk")
     )
+    if group:
+        candidates = candidates.filter(groups__name=group)
     return [user for user in candidates if approval_decide_refusal(approval=approval, user=user) is None]
 
 
@@ -107,18 +117,24 @@ def _request_summary(approval: Approval) -> str:
     return f"Approval #{approval.pk} is waiting: {approval.reason[:REASON_PREVIEW_CHARS]} (asked by {requester})"
 
 
-def approval_email_reviewers(*, approval_id: int) -> int:
+def approval_email_reviewers(*, approval_id: int, escalation: bool = False) -> int:
     """Email each reviewer who may decide the request, once each (a retry skips those already
-    emailed); nothing once it is no longer pending. Returns how many were emailed now."""
+    emailed); nothing once it is no longer pending. ``escalation``: the members of its
+    ``escalate_to`` group, once each, whether or not they were emailed of the request before.
+    Returns how many were emailed now."""
     approval = Approval.objects.select_related("requested_by").filter(pk=approval_id).first()
-    if approval is None or not approval.is_pending:
+    if approval is None or not approval.is_pending or (escalation and approval.escalated_at is None):
         return 0
-    told = _already_told(approval, EMAIL_CHANNEL)
-    recipients = [user for user in approval_email_recipients(approval) if user.pk not in told]
+    channel = ESCALATION_EMAIL_CHANNEL if escalation else EMAIL_CHANNEL
+    told = _already_told(approval, channel)
+    group = approval.escalate_to if escalation else ""
+    recipients = [user for user in approval_email_recipients(approval, group=group) if user.pk not in told]
     if not recipients:
         return 0
     link = approval_link(approval)
     subject = f"Approval #{approval.pk} waiting: {approval.tool_name}"
+    if escalation:
+        subject = f"Escalated to {approval.escalate_to}: {subject}"
     body = (
         f"{_request_summary(approval)}.\n\n"
         f"Open it to approve or reject (you will be asked to sign in):\n{link}\n\n"
@@ -135,7 +151,7 @@ def approval_email_reviewers(*, approval_id: int) -> int:
                 sent.append(user.pk)
     finally:
         if sent:
-            _record_told(approval, EMAIL_CHANNEL, sent)
+            _record_told(approval, channel, sent)
     return len(sent)
 
 

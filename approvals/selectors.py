@@ -13,22 +13,31 @@ from django.utils.timesince import timeuntil
 
 from approvals.arg_schema import arg_fields, arg_value_text
 from approvals.models import Approval, ApprovalEvent
+from approvals.reviewers import approvals_routed_to
 
 
-def approval_list(*, status: str | None = None) -> QuerySet[Approval]:
-    """Approvals newest first (ties by id, so pages are stable), with the users each row names.
+def approval_list(*, status: str | None = None, reviewer=None) -> QuerySet[Approval]:
+    """Approvals newest first (ties by id, so pages are stable), with the users each row names
+    and who approved so far.
 
-    ``status`` (one of ``Approval.Status``) keeps only the approvals in that state.
+    ``status`` (one of ``Approval.Status``) keeps only the approvals in that state; ``reviewer``
+    only the requests routed to that reviewer (``approvals.reviewers``).
     """
-    approvals = Approval.objects.select_related("requested_by", "decided_by").order_by("-created_at", "-id")
+    approvals = (
+        Approval.objects.select_related("requested_by", "decided_by")
+        .prefetch_related("votes__reviewer")
+        .order_by("-created_at", "-id")
+    )
     if status is not None:
         approvals = approvals.filter(status=status)
+    if reviewer is not None:
+        approvals = approvals_routed_to(approvals, reviewer)
     return approvals
 
 
-def approvals_pending() -> QuerySet[Approval]:
+def approvals_pending(*, reviewer=None) -> QuerySet[Approval]:
     """The reviewer queue: pending approvals, oldest first, as they expire in that order too."""
-    return approval_list(status=Approval.Status.PENDING).order_by("created_at", "id")
+    return approval_list(status=Approval.Status.PENDING, reviewer=reviewer).order_by("created_at", "id")
 
 
 def approval_get(*, approval_id: int) -> Approval:
@@ -39,7 +48,7 @@ def approval_get(*, approval_id: int) -> Approval:
     events = ApprovalEvent.objects.select_related("actor").order_by("created_at", "id")
     return (
         Approval.objects.select_related("requested_by", "decided_by")
-        .prefetch_related(Prefetch("events", queryset=events))
+        .prefetch_related(Prefetch("events", queryset=events), "votes__reviewer")
         .get(pk=approval_id)
     )
 
@@ -108,6 +117,8 @@ DECIDED_WORDS = {
 def approval_outcome(approval: Approval) -> StatusShown:
     """The one wording of an approval's status and outcome, for the queue, detail, admin and API."""
     if approval.status == Approval.Status.PENDING:
+        if approval.quorum > 1:
+            return StatusShown(f"{len(approval.approvers)} of {approval.quorum} approvals", "pending")
         return StatusShown("Pending", "pending")
     if approval.status != Approval.Status.APPROVED:
         words = DECIDED_WORDS.get(approval.action) or approval.get_status_display()
@@ -201,13 +212,14 @@ def approvals_queue(
     older_than: str = "",
     search: str = "",
     sort: str = "oldest",
+    reviewer=None,
 ) -> QuerySet[Approval]:
     """The reviewer queue filtered and sorted; unknown filter values are ignored.
 
     ``status`` is one of ``Approval.Status`` or ``"all"``; ``older_than`` one of ``QUEUE_AGES``;
     ``search`` matches the reason, the tool, the requester and the arguments' text.
     """
-    approvals = approval_list()
+    approvals = approval_list(reviewer=reviewer)
     if status in Approval.Status.values:
         approvals = approvals.filter(status=status)
     if tool:
@@ -232,7 +244,7 @@ def approval_tool_names() -> list[str]:
 
 def approval_next_pending(*, reviewer, after: Approval) -> Approval | None:
     """The oldest pending request ``reviewer`` may decide other than ``after``: what opens next."""
-    candidates = approvals_pending().exclude(pk=after.pk).exclude(requested_by=reviewer)
+    candidates = approvals_pending(reviewer=reviewer).exclude(pk=after.pk).exclude(requested_by=reviewer)
     return candidates.filter(created_at__gte=after.created_at).first() or candidates.first()
 
 

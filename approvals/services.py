@@ -20,18 +20,21 @@ from approvals.arg_schema import schema_error_text
 from approvals.decision_channels import get_decision_channel
 from approvals.errors import (
     AlreadyDecided,
+    AlreadyVoted,
     ApprovalError,
     ApprovalExpired,
     ApprovalMismatch,
     InvalidDecision,
     InvalidEditedArgs,
     NotAReviewer,
+    NotRoutedToReviewer,
     SelfApprovalRefused,
     TooManyPendingApprovals,
 )
 from approvals.grants import GrantTerms, grant_decision_fields, grant_give, grant_terms_checked, grant_use
-from approvals.models import Approval, ApprovalEvent
+from approvals.models import Approval, ApprovalEvent, ApprovalVote
 from approvals.notifications import notify_reviewers
+from approvals.reviewers import approval_routed_to, routing_refusal_text
 from approvals.signals import approval_decided
 
 logger = logging.getLogger("anvia.approvals")
@@ -342,6 +345,8 @@ def approval_decide_refusal(*, approval: Approval, user) -> ApprovalError | None
     its message instead of the buttons."""
     if not reviewer_can_decide(user):
         return NotAReviewer("Deciding needs a staff account with the “Can approve or reject tool calls” permission.")
+    if not approval_routed_to(approval, user):
+        return NotRoutedToReviewer(routing_refusal_text(approval))
     if approval.requested_by_id is not None and approval.requested_by_id == user.pk:
         return SelfApprovalRefused("You asked for this action, so someone else must decide it.")
     if approval.status == Approval.Status.EXPIRED:
@@ -394,6 +399,8 @@ def approval_decide(
         if args_hash(edited_args) == approval.args_hash:
             edited_args = None
     terms = None if grant is None else grant_terms_checked(approval=approval, action=action, grant=grant)
+    if action == Approval.Action.APPROVE and approval.quorum > 1:
+        return _approval_vote(approval=approval, reviewer=reviewer, reason=reason, edited_args=edited_args)
 
     now = timezone.now()
     status = Approval.Status.APPROVED if action == Approval.Action.APPROVE else Approval.Status.REJECTED
@@ -435,6 +442,82 @@ def approval_decide(
         reviewer.get_username(),
     )
     return decided
+
+
+def _approval_vote(*, approval: Approval, reviewer, reason: str, edited_args: dict | None) -> Approval:
+    """Approve a request that needs ``approval.quorum`` distinct reviewers: record this reviewer's
+    vote; the vote that completes the quorum approves it (``decided_by`` is that last reviewer,
+    every approver is a vote), the others leave it pending and only tell the reviewers, so the run
+    keeps waiting. Any rejection meanwhile still rejects it at once (``approval_decide``)."""
+    if edited_args is not None:
+        # Each approver approves exactly what the others approved: an edit would need them all again.
+        why = (
+            f"Approval #{approval.pk} needs {approval.quorum} reviewers to approve the same arguments, so they "
+            "cannot be edited: approve it as asked, or reject it and say what you would approve."
+        )
+        raise InvalidEditedArgs(why, {"args": why})
+    now = timezone.now()
+    refusal: ApprovalError | None = None
+    with transaction.atomic():
+        # The vote's INSERT comes first: on SQLite it takes the write lock, so concurrent voters
+        # queue here (a read first would make them deadlock upgrading their locks). On PostgreSQL
+        # the row lock below orders them: the later voter counts the earlier, committed vote.
+        try:
+            with transaction.atomic():
+                ApprovalVote.objects.create(approval_id=approval.pk, reviewer=reviewer)
+        except IntegrityError:
+            raise AlreadyVoted(
+                f"You already approved #{approval.pk}; it needs another reviewer "
+                f"({approval.quorum} different reviewers must approve it)."
+            ) from None
+        current = Approval.objects.select_for_update().get(pk=approval.pk)
+        if not current.is_pending or current.expires_at <= now:
+            refusal = approval_decide_refusal(approval=current, user=reviewer) or AlreadyDecided(current)
+            transaction.set_rollback(True)  # no vote on a request that is no longer open
+        else:
+            approvers = list(
+                ApprovalVote.objects.filter(approval_id=approval.pk)
+                .order_by("created_at", "id")
+                .values_list("reviewer__username", flat=True)
+            )
+            if len(approvers) >= current.quorum:
+                Approval.objects.filter(pk=approval.pk, status=Approval.Status.PENDING).update(
+                    status=Approval.Status.APPROVED,
+                    action=Approval.Action.APPROVE,
+                    decided_by=reviewer,
+                    decision_reason=reason,
+                    response="",
+                    decided_at=now,
+                    edited_args=None,
+                )
+                kind = ApprovalEvent.Kind.DECIDED
+                data = {"status": Approval.Status.APPROVED, "action": Approval.Action.APPROVE, "reason": reason}
+            else:
+                kind, data = ApprovalEvent.Kind.VOTED, {"reason": reason}
+            data.update(approvers=approvers, quorum=current.quorum)
+            ApprovalEvent.objects.create(approval_id=approval.pk, kind=kind, actor=reviewer, data=data)
+            voted = (
+                Approval.objects.select_related("decided_by", "requested_by")
+                .prefetch_related("votes__reviewer")
+                .get(pk=approval.pk)
+            )
+            if kind == ApprovalEvent.Kind.DECIDED:
+                transaction.on_commit(lambda: _announce_decision(voted, "approval.decided"))
+            else:
+                # Not the decision channel: the run waits on for the quorum.
+                transaction.on_commit(lambda: notify_reviewers("approval.voted", voted))
+    if refusal is not None:
+        _raise(refusal, current)
+    logger.info(
+        "approval %s id=%s run=%s approvals=%s/%s by=%s",
+        "decided" if kind == ApprovalEvent.Kind.DECIDED else "voted",
+        approval.pk,
+        approval.run_id,
+        len(approvers),
+        current.quorum,
+        reviewer.get_username(),
+    )
+    return voted
 
 
 def _decision_action(*, approved: bool | None, action: str | None, response: str, edited_args: Any) -> str:

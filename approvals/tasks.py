@@ -18,17 +18,24 @@ def expire_overdue_approvals() -> int:
     return approvals_expire_overdue()
 
 
+@shared_task(name="approvals.escalate_overdue")
+def escalate_overdue_approvals() -> int:
+    from approvals.escalation import approvals_escalate_overdue
+
+    return approvals_escalate_overdue()
+
+
 @shared_task(
     name="approvals.email_reviewers",
     bind=True,
     max_retries=NOTIFY_RETRIES,
     default_retry_delay=NOTIFY_RETRY_SECONDS,
 )
-def email_reviewers(self, approval_id: int) -> int:
+def email_reviewers(self, approval_id: int, escalation: bool = False) -> int:
     from approvals.notifications import approval_email_reviewers
 
     try:
-        return approval_email_reviewers(approval_id=approval_id)
+        return approval_email_reviewers(approval_id=approval_id, escalation=escalation)
     except Exception as error:
         raise self.retry(exc=error, countdown=NOTIFY_RETRY_SECONDS * (2**self.request.retries)) from error
 

@@ -18,6 +18,7 @@ from approvals.forms import DecisionForm, GrantForm, arg_input_name, grant_offer
 from approvals.models import Approval
 from approvals.notifications import approval_summary
 from approvals.presence import VIEWING_REFRESH_SECONDS, approval_viewing, approval_viewing_stopped
+from approvals.reviewers import approval_routed_to, routing_refusal_text
 from approvals.selectors import (
     QUEUE_AGES,
     QUEUE_SORTS,
@@ -73,6 +74,7 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
         older_than=chosen["older_than"],
         search=chosen["q"],
         sort=chosen["sort"],
+        reviewer=request.user,
     )
     now = timezone.now()
     rows = [queue_row(approval, now=now) for approval in queue[:QUEUE_LIMIT]]
@@ -89,7 +91,7 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
             "rows": theirs,
             "mine": mine,
             "approvals": [row.approval for row in theirs],
-            "total": approvals_pending().count(),
+            "total": approvals_pending(reviewer=request.user).count(),
             "shown": len(rows),
             "chosen": chosen,
             "filtered": filtered,
@@ -123,7 +125,11 @@ def approval_queue_bulk(request: HttpRequest) -> HttpResponse:
     approved = decision == "approve"
     reason = request.POST.get("reason", "").strip()[:2000] or BULK_REASONS[approved]
     results = approvals_decide_each(approval_ids=ids, reviewer=request.user, approved=approved, reason=reason)
-    done = [result.approval_id for result in results if result.decided is not None]
+    done = [result.approval_id for result in results if result.decided is not None and not result.decided.is_pending]
+    for result in results:
+        if result.decided is not None and result.decided.is_pending:  # one approval of several
+            status = approval_outcome(result.decided)
+            messages.success(request, f"Approved #{result.approval_id}: {status}; it needs another reviewer.")
     if done:
         verb = "Approved" if approved else "Rejected"
         messages.success(request, f"{verb} {len(done)}: " + ", ".join(f"#{pk}" for pk in done) + ".")
@@ -139,7 +145,7 @@ def approval_queue_bulk(request: HttpRequest) -> HttpResponse:
 @reviewer_required
 def approval_queue_json(request: HttpRequest) -> JsonResponse:
     """The queue as the websocket describes it, so the page can catch up after (re)connecting."""
-    pending = approvals_pending()
+    pending = approvals_pending(reviewer=request.user)
     now = timezone.now()
     approvals = []
     for approval in pending[:QUEUE_LIMIT]:
@@ -163,6 +169,9 @@ def approval_detail(request: HttpRequest, approval_id: int) -> HttpResponse:
         approval = approval_get(approval_id=approval_id)
     except Approval.DoesNotExist:
         raise Http404(f"No approval #{approval_id}.") from None
+    if not approval_routed_to(approval, request.user):
+        # Never shown to a reviewer it is not for; the page says whom it is for.
+        return render(request, "approvals/not_routed.html", {"why": routing_refusal_text(approval)}, status=403)
     if request.method == "POST":
         return _decide(request, approval)
     return _render_detail(request, approval)
@@ -194,7 +203,10 @@ def _decide(request: HttpRequest, approval: Approval) -> HttpResponse:
     edited = " with edited arguments" if decided.edited_args is not None else ""
     given = decided.grants_given.first() if grant else None
     granted = f" Granted #{given.pk} to {decided.requested_by.get_username()}." if given else ""
-    messages.success(request, f"{DONE[form.action]} #{decided.pk} {decided.tool_name}{edited}.{granted}")
+    if decided.is_pending:  # one approval of several
+        messages.success(request, f"Approved #{decided.pk} {decided.tool_name}: {approval_outcome(decided)}.")
+    else:
+        messages.success(request, f"{DONE[form.action]} #{decided.pk} {decided.tool_name}{edited}.{granted}")
     following = approval_next_pending(reviewer=request.user, after=decided)
     if following is None:
         return redirect("review:queue")
@@ -292,6 +304,8 @@ def _render_detail(
             {"event": event, "data_json": _pretty_json(event.data) if event.data else ""}
             for event in approval.events.all()
         ],
+        "approvers": approval.approvers,
+        "i_approved": approval.quorum > 1 and request.user.get_username() in approval.approvers,
         "can_decide": approval.is_pending and refusal is None,
         "cannot_decide_because": str(refusal) if refusal else "",
         "form": form,
@@ -355,6 +369,9 @@ def _input_text(value: Any) -> str:
 @reviewer_required
 def approval_viewing_now(request: HttpRequest, approval_id: int) -> JsonResponse:
     """The detail page's heartbeat: who else has this approval open (``?closing=1``: it closes)."""
+    approval = Approval.objects.filter(pk=approval_id).first()
+    if approval is None or not approval_routed_to(approval, request.user):
+        return JsonResponse({"viewers": [], "detail": f"No approval #{approval_id} for you."}, status=404)
     username = request.user.get_username()
     if request.GET.get("closing") == "1":
         approval_viewing_stopped(approval_id=approval_id, username=username)

@@ -115,8 +115,8 @@
     row.append(cell(approval.requested_by || "\u2014", "customer", "Customer"));
     row.append(cell(approval.reason, "reason", "Reason"));
     const status = cell(null, "status-cell", "Status");
-    status.append(element("span", "Pending", "status tone-pending"));
     row.append(status);
+    showStatus(row, approval);
 
     const age = cell(null, "age", "Waiting");
     const time = element("time");
@@ -136,6 +136,19 @@
     open.append(link);
     row.append(open);
     return row;
+  }
+
+  // "Pending", or for a request several reviewers must approve "1 of 2 approvals" and who.
+  function showStatus(row, approval) {
+    const status = row.querySelector("td.status-cell");
+    if (!status) return;
+    const quorum = Number(approval.quorum) || 1;
+    const approvers = Array.isArray(approval.approvals) ? approval.approvals.map(String) : [];
+    const text = quorum > 1 ? approvers.length + " of " + quorum + " approvals" : "Pending";
+    status.replaceChildren(element("span", text, "status tone-pending"));
+    if (quorum > 1 && approvers.length) {
+      status.append(" ", element("span", "approved by " + approvers.join(", "), "muted approvers"));
+    }
   }
 
   // Oldest first; ids grow with creation time.
@@ -229,8 +242,14 @@
     const id = approvalId(approval.id);
     if (id === null) return;
     heardSinceOpen.set(id, message.type);
-    if (message.type === "approval.created") {
+    if (message.type === "approval.created" || message.type === "approval.escalated") {
       arrive(approval);
+    } else if (message.type === "approval.voted") {
+      const row = rowFor(id);
+      if (row && "pending" in row.dataset && !row.classList.contains("leaving")) {
+        showStatus(row, approval);
+        announce("#" + id + ": " + (approval.approvals || []).length + " of " + approval.quorum + " approvals");
+      }
     } else if (message.type === "approval.decided" || message.type === "approval.expired") {
       leave(id, decidedLine(approval), message.type === "approval.expired" ? "expired" : String(approval.status));
     }
@@ -259,7 +278,11 @@
         leave(id, "is no longer pending", "gone");
       }
     }
-    for (const approval of pending.values()) arrive(approval, { quiet: true });
+    for (const approval of pending.values()) {
+      const row = rowFor(approvalId(approval.id));
+      if (row && "pending" in row.dataset && !row.classList.contains("leaving")) showStatus(row, approval);
+      else arrive(approval, { quiet: true });
+    }
     if (Number.isInteger(data.total)) {
       total = data.total;
       refreshCount();

@@ -70,8 +70,25 @@
     document.title = "Decided · " + document.title.replace(/^Decided · /, "");
   }
 
+  // One approval of several: the page says who approved so far (text only).
+  function voted(approval) {
+    const approvers = Array.isArray(approval.approvals) ? approval.approvals.map(String) : [];
+    const quorum = Number(approval.quorum) || 1;
+    const words = approvers.length + " of " + quorum + " approvals";
+    const badge = document.getElementById("approval-status");
+    if (badge) badge.textContent = words;
+    const statusText = document.getElementById("status-text");
+    if (statusText) statusText.textContent = words;
+    const who = document.getElementById("approvers");
+    if (who) who.textContent = (approvers.join(", ") || "nobody yet") + " (" + approvers.length + " of " + quorum + " needed)";
+  }
+
   function handle(message) {
     if (!message || typeof message !== "object" || !message.approval) return;
+    if (message.type === "approval.voted" && Number(message.approval.id) === approvalId) {
+      voted(message.approval);
+      return;
+    }
     if (message.type !== "approval.decided" && message.type !== "approval.expired") return;
     if (Number(message.approval.id) !== approvalId || submitting) return;
     decidedElsewhere(message.approval);

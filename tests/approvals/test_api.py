@@ -27,6 +27,8 @@ APPROVAL_FIELDS = {
     "preview",
     "args",
     "edited_args",
+    "quorum",
+    "approvals",
     "requested_by",
     "conversation_id",
     "run_id",

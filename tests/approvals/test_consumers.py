@@ -64,6 +64,8 @@ async def test_reviewer_hears_a_request_then_its_decision(redis_channel_layer):
         "decided_by": None,
         "decided_at": None,
         "decision_reason": "",
+        "quorum": 1,
+        "approvals": [],
     }
 
     await database_sync_to_async(approval_decide)(
@@ -152,3 +154,65 @@ async def test_a_socket_from_another_origin_is_refused_even_for_a_reviewer(origi
     connected, _ = await communicator.connect(timeout=CONNECT_TIMEOUT)
     assert not connected
     await communicator.disconnect()
+
+
+def in_group(user, name: str):
+    from django.contrib.auth.models import Group
+
+    user.groups.add(Group.objects.get_or_create(name=name)[0])
+    return user
+
+
+async def test_a_routed_request_reaches_only_the_reviewers_it_is_for():
+    outsider, oscar = await reviewer_socket()
+    member = await database_sync_to_async(lambda: in_group(ReviewerFactory(), "finance"))()
+    inside = socket(PATH, session=await session_cookie_for(member))
+    assert (await inside.connect(timeout=CONNECT_TIMEOUT))[0]
+    requester = await database_sync_to_async(UserFactory)()
+
+    request = refund_request(requester.pk)
+    routed = ApprovalRequest(**{**request.__dict__, "reviewer_group": "finance", "quorum": 2})
+    approval, _ = await database_sync_to_async(approval_request)(request=routed)
+    message = await inside.receive_json_from(timeout=RECEIVE_TIMEOUT)
+    assert (message["type"], message["approval"]["id"]) == ("approval.created", approval.pk)
+    assert set(message) == {"type", "approval"}  # the routing data stays on the server
+
+    voter = await database_sync_to_async(lambda: in_group(ReviewerFactory(username="vic"), "finance"))()
+    await database_sync_to_async(approval_decide)(approval_id=approval.pk, reviewer=voter, approved=True)
+    message = await inside.receive_json_from(timeout=RECEIVE_TIMEOUT)
+    assert message["type"] == "approval.voted"
+    assert (message["approval"]["quorum"], message["approval"]["approvals"]) == (2, ["vic"])
+    assert await outsider.receive_nothing()
+
+    # Joining the group re-checks the socket at once: the next request reaches them too.
+    await database_sync_to_async(in_group)(oscar, "finance")
+    later = ApprovalRequest(**{**routed.__dict__, "call_id": "call_2"})
+    second, _ = await database_sync_to_async(approval_request)(request=later)
+    message = await outsider.receive_json_from(timeout=RECEIVE_TIMEOUT)
+    assert (message["type"], message["approval"]["id"]) == ("approval.created", second.pk)
+    await outsider.disconnect()
+    await inside.disconnect()
+
+
+async def test_an_escalated_request_reaches_the_escalation_group_then():
+    from approvals.escalation import approvals_escalate_overdue
+
+    manager = await database_sync_to_async(lambda: in_group(ReviewerFactory(), "managers"))()
+    managers = socket(PATH, session=await session_cookie_for(manager))
+    assert (await managers.connect(timeout=CONNECT_TIMEOUT))[0]
+    requester = await database_sync_to_async(UserFactory)()
+    request = ApprovalRequest(
+        **{
+            **refund_request(requester.pk).__dict__,
+            "reviewer_group": "support",
+            "escalate_after": 0,
+            "escalate_to": "managers",
+        }
+    )
+    approval, _ = await database_sync_to_async(approval_request)(request=request)
+    assert await managers.receive_nothing()  # not theirs yet
+
+    assert await database_sync_to_async(approvals_escalate_overdue)() == 1
+    message = await managers.receive_json_from(timeout=RECEIVE_TIMEOUT)
+    assert (message["type"], message["approval"]["id"]) == ("approval.escalated", approval.pk)
+    await managers.disconnect()

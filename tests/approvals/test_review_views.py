@@ -132,6 +132,8 @@ def test_pending_json_matches_what_the_socket_sends(reviewer_client):
             "decided_by": None,
             "decided_at": None,
             "decision_reason": "",
+            "quorum": 1,
+            "approvals": [],
             "outcome_text": "Pending",
             "mine": False,
             "amount": "$150",

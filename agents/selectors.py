@@ -217,6 +217,9 @@ def _plain_item(event_type: str, data: dict) -> TimelineItem | None:
         return TimelineItem("tool_call", say(tool, "doing", args) or "Working on your request…")
     if event_type == "approval_requested":
         asking = say(tool, "asking", args) or "A staff member needs to approve the next step"
+        quorum = data.get("quorum")
+        if isinstance(quorum, int) and quorum > 1:
+            asking += f" ({quorum} staff members must agree)"
         return TimelineItem("waiting", asking + ".")
     if event_type == "approval_decided":
         return _decision_item(data)

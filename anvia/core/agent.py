@@ -311,6 +311,7 @@ class PromptRequest:
                             "tool_name": call.tool_name,
                             "args": call.args_json,
                             "reason": call.approval_reason,
+                            "quorum": call.policy.quorum if call.policy else 1,
                         },
                     )
             verdicts = [await self._ask_hooks(call) for _, call in protected]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Permission
 
-from agents.models import AgentRun, Message
+from agents.models import AgentRun, Message, RunEvent
+from agents.selectors import timeline_item
 from agents.services import run_execute
 from approvals.errors import AlreadyVoted, SelfApprovalRefused
 from approvals.models import Approval
@@ -40,6 +41,10 @@ def test_a_900_refund_runs_once_after_the_second_of_two_approvals(alice, queued)
     approval = Approval.objects.get()
     assert (approval.quorum, approval.status, approval.args) == (2, "pending", {"amount": 900.0, "order_id": "A-1004"})
     assert "two reviewers" in approval.policy_rule
+    customer_sees = [timeline_item(e.type, e.data) for e in RunEvent.objects.filter(run=run, type="approval_requested")]
+    assert [item.text for item in customer_sees] == [
+        "A staff member needs to approve this $900.00 refund (2 staff members must agree)."
+    ]
 
     bob, carol = ReviewerFactory(username="bob"), ReviewerFactory(username="carol")
     # Even were alice a reviewer, her own request would not count.

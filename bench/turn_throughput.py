@@ -37,9 +37,22 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="first single chats left out (a cold worker)")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--post-threads", type=int, default=4)
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: N chats in this process, one conversation, with a per-phase breakdown (run_phases.py)",
+    )
+    parser.add_argument("--profile-out", default="", metavar="FILE", help="with --profile: save a cProfile there too")
     harness.add_worker_arguments(parser)
     args = parser.parse_args()
     with harness.worker_host(args, "anvia_bench_turns", "turn throughput") as (services, workers):
+        if args.profile:
+            import run_phases
+
+            run_phases.profile_chats(args.profile, QUESTION.format, profile_out=args.profile_out)
+            return
         from django.db.models import Count
 
         from agents.models import AgentRun, Message

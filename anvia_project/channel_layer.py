@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 
+logger = logging.getLogger("anvia.channel_layer")
+
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_pid = 0
+_outbox: asyncio.Queue | None = None
 
 
 def _sending_loop() -> asyncio.AbstractEventLoop:
     # async_to_sync would start a new event loop, thread and Redis connection for every message
     # (~5 ms each, measured in bench/decision_latency.py); one long-lived loop per process costs
     # ~0.3 ms a send. A forked child (live test server, prefork worker) starts its own.
-    global _loop, _loop_pid
+    global _loop, _loop_pid, _outbox
     with _lock:
         if _loop is None or _loop_pid != os.getpid():
-            _loop, _loop_pid = asyncio.new_event_loop(), os.getpid()
+            _loop, _loop_pid, _outbox = asyncio.new_event_loop(), os.getpid(), asyncio.Queue()
             threading.Thread(target=_loop.run_forever, name="channel-layer-send", daemon=True).start()
+            asyncio.run_coroutine_threadsafe(_send_queued(_outbox), _loop)
         return _loop
 
 
@@ -36,3 +41,27 @@ def group_send(group: str, message: dict, *, timeout: float = 5.0) -> None:
         async_to_sync(layer.group_send)(group, message)
         return
     asyncio.run_coroutine_threadsafe(layer.group_send(group, message), _sending_loop()).result(timeout)
+
+
+def group_send_soon(group: str, message: dict) -> None:
+    """Queue ``message`` for ``group`` and return at once, for senders that must not wait on
+    Redis (a run streaming its progress). Queued messages go out one at a time in the order they
+    were queued, so a group sees them in that order; a failure is logged, never raised (a page
+    reloads to the truth in the database)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    if isinstance(layer, InMemoryChannelLayer):
+        async_to_sync(layer.group_send)(group, message)
+        return
+    loop = _sending_loop()
+    loop.call_soon_threadsafe(_outbox.put_nowait, (layer, group, message))
+
+
+async def _send_queued(outbox: asyncio.Queue) -> None:
+    while True:
+        layer, group, message = await outbox.get()
+        try:
+            await asyncio.wait_for(layer.group_send(group, message), 5.0)
+        except Exception:
+            logger.warning("could not send %s to %s", message.get("type"), group, exc_info=True)

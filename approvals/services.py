@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -220,6 +220,24 @@ def approval_notify_away_reviewers(*, approval_id: int) -> None:
         transaction.on_commit(lambda: post_webhook.delay(approval_id), robust=True)
 
 
+def _decision_for_wake_up(approval: Approval) -> dict[str, Any] | None:
+    """What the wake-up carries: the decision as committed, or nothing while still pending."""
+    return None if approval.is_pending else asdict(Decision.of(approval))
+
+
+def _carried_decision(woken: dict[str, Any] | bool, *, approval_id: int) -> Decision | None:
+    """The decision a wake-up carried, if it is one for this approval and final; else ``None``
+    (the waiter reads the row)."""
+    if not isinstance(woken, dict) or woken.get("approval_id") != approval_id:
+        return None
+    if woken.get("status") in (None, Approval.Status.PENDING):
+        return None
+    try:
+        return Decision(**woken)
+    except TypeError:  # sent by a process running another version of Decision
+        return None
+
+
 def approval_wait(*, approval_id: int, timeout: float | None) -> Decision | None:
     """Block until the approval is decided (or expires); ``None`` when ``timeout`` runs out first."""
     channel = get_decision_channel()
@@ -236,7 +254,9 @@ def approval_wait(*, approval_id: int, timeout: float | None) -> Decision | None
         remaining = until_expiry if deadline is None else min(deadline - time.monotonic(), until_expiry)
         if deadline is not None and deadline - time.monotonic() <= 0:
             return None
-        channel.wait(approval_id, remaining)
+        woken = channel.wait(approval_id, remaining)
+        if decision := _carried_decision(woken, approval_id=approval_id):
+            return decision  # the committed decision came with the wake-up: no second read
 
 
 def wait_for_decision(*, request: ApprovalRequest, timeout: float | None) -> Decision | None:
@@ -451,7 +471,7 @@ def approval_record_call_outcome(*, run_id: str, call_id: str, outcome: dict[str
 
 
 def _announce_decision(approval: Approval, kind: str) -> None:
-    get_decision_channel().publish(approval.pk)
+    get_decision_channel().publish(approval.pk, _decision_for_wake_up(approval))
     notify_reviewers(kind, approval)
     approval_decided.send(sender=Approval, approval=approval)
 

@@ -52,10 +52,23 @@ def group_send_soon(group: str, message: dict) -> None:
     if layer is None:
         return
     if isinstance(layer, InMemoryChannelLayer):
-        async_to_sync(layer.group_send)(group, message)
+        if _loop_running_here():  # async_to_sync refuses to run here: it would block this loop
+            sender = threading.Thread(target=async_to_sync(layer.group_send), args=(group, message))
+            sender.start()
+            sender.join()
+        else:
+            async_to_sync(layer.group_send)(group, message)
         return
     loop = _sending_loop()
     loop.call_soon_threadsafe(_outbox.put_nowait, (layer, group, message))
+
+
+def _loop_running_here() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 async def _send_queued(outbox: asyncio.Queue) -> None:

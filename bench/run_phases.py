@@ -76,7 +76,8 @@ def _patched(timer: PhaseTimer):
     patch(services, "_first_prompt", "first prompt (history)")
     patch(services.RunRecorder, "event", "event sink")
     patch(services.RunRecorder, "publish", "  of which: publish to the socket")
-    patch(services.RunRecorder, "checkpoint", "checkpoint (state write)")
+    patch(services.RunRecorder, "_keep", "checkpoint (state kept)")
+    patch(services.RunRecorder, "save", "write at once (state + events, fenced)")
     patch(services, "run_succeed", "finishing (run_succeed)")
     for tool in get_agent("support").tools.values():
         original = tool.execute

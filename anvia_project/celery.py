@@ -37,6 +37,7 @@ def _keep_database_connections(sender=None, conf=None, **kwargs) -> None:
     if max_age <= 0:
         return
     for alias in connections:
+        connections.settings[alias].get("OPTIONS", {}).pop("pool", None)  # the web's (DATABASE_POOL)
         connections.settings[alias].update(CONN_MAX_AGE=max_age, CONN_HEALTH_CHECKS=True)
     if conf is not None:
         conf.update(CELERY_DB_REUSE_MAX=2**31)  # the fix-up's count of tasks between closes: never

@@ -186,7 +186,7 @@ class RunRecorder:
     @contextmanager
     def fenced(self, **fields):
         """``Lease.fenced`` (renew the lease, or ``LeaseLost``) carrying what is not saved yet; the
-        caller's ``fields`` win over the unsaved status."""
+        caller's ``fields`` win over the unsaved status. Yields the run's fields it writes."""
         if self._unsaved_state is not None:
             fields.setdefault("state", self._unsaved_state)
         if self._unsaved_status is not None:
@@ -194,7 +194,7 @@ class RunRecorder:
         with self.lease.fenced(**fields):
             if self._unsaved_events:
                 RunEvent.objects.bulk_create(self._unsaved_events)
-            yield
+            yield fields
         self._unsaved_state, self._unsaved_status, self._unsaved_events = None, None, []
 
     def forget_state(self) -> None:
@@ -206,7 +206,8 @@ class RunRecorder:
             # A piece of the answer as it is written: shown live, never saved (the whole answer
             # is, once). No database fence per piece; a worker that lost the run stays quiet.
             if not self.lease.lost.is_set():
-                self.publish({"type": "run.event", "run_id": str(self.run.pk), "event": event.type, "data": event.data})
+                message = {"type": "run.event", "run_id": str(self.run.pk), "event": event.type, "data": event.data}
+                group_send_soon(self.group, message, merge=_joined_pieces)
             return
         if self.lease.lost.is_set():
             return  # logged once by the lease; the next checkpoint stops the run
@@ -244,6 +245,13 @@ class RunRecorder:
     def publish(self, message: dict) -> None:
         # Queued, not awaited: the run goes on while the message is sent, in order.
         group_send_soon(self.group, message)
+
+
+def _joined_pieces(previous: dict, message: dict) -> dict | None:
+    """Two pieces of the answer still waiting to be sent go as one (the page appends them)."""
+    if previous.get("event") != "text_delta" or previous.get("run_id") != message["run_id"]:
+        return None
+    return {**previous, "data": {**previous["data"], "text": previous["data"]["text"] + message["data"]["text"]}}
 
 
 def _writes_at_once(event: Event) -> bool:
@@ -374,11 +382,11 @@ def _question_and_history(run: AgentRun) -> tuple[Message, list[Message]]:
 def run_succeed(*, run: AgentRun, recorder: RunRecorder, text: str) -> AgentRun:
     with recorder.fenced(
         status=AgentRun.Status.SUCCEEDED, finished_at=timezone.now(), lease_owner="", lease_expires_at=None
-    ):
+    ) as written:
         _save_answer(run, text)
     recorder.publish({"type": "run.finished", "run_id": str(run.pk), "status": "succeeded", "text": text})
     logger.info("run succeeded run=%s", run.pk)
-    return AgentRun.objects.get(pk=run.pk)
+    return _as_written(run, written)
 
 
 def _save_answer(run: AgentRun, text: str) -> None:
@@ -386,6 +394,14 @@ def _save_answer(run: AgentRun, text: str) -> None:
     update locks the run's row, so the check and the insert cannot race (no savepoint needed)."""
     if not Message.objects.filter(run=run, role=Message.Role.ASSISTANT).exists():
         Message.objects.create(run=run, role=Message.Role.ASSISTANT, conversation_id=run.conversation_id, content=text)
+
+
+def _as_written(run: AgentRun, fields: dict) -> AgentRun:
+    """The finished run as its last write left it, without reading it back: nothing else writes a
+    finished run (the heartbeat and every fence match active runs only)."""
+    for name, value in fields.items():
+        setattr(run, name, value)
+    return run
 
 
 STOPPED_TEXT = "A staff member stopped this request, so I won't go on with it. Contact support if you have questions."
@@ -397,12 +413,12 @@ def run_stop(*, run: AgentRun, recorder: RunRecorder, reason: str) -> AgentRun:
     other pending approvals are cancelled (the decision did that already; this covers any left)."""
     with recorder.fenced(
         status=AgentRun.Status.STOPPED, finished_at=timezone.now(), lease_owner="", lease_expires_at=None
-    ):
+    ) as written:
         _save_answer(run, STOPPED_TEXT)
         approvals_cancel_for_run(run_id=str(run.pk), reason="A reviewer stopped the run.")
     recorder.publish({"type": "run.finished", "run_id": str(run.pk), "status": "stopped", "text": STOPPED_TEXT})
     logger.info("run stopped by a reviewer run=%s reason=%s", run.pk, reason)
-    return AgentRun.objects.get(pk=run.pk)
+    return _as_written(run, written)
 
 
 def run_fail(*, run: AgentRun, recorder: RunRecorder, error: Exception) -> AgentRun:
@@ -414,12 +430,12 @@ def run_fail(*, run: AgentRun, recorder: RunRecorder, error: Exception) -> Agent
         recorder.forget_state()
     with recorder.fenced(
         status=AgentRun.Status.FAILED, error=reason, finished_at=timezone.now(), lease_owner="", lease_expires_at=None
-    ):
+    ) as written:
         _save_answer(run, text)
         cancelled = approvals_cancel_for_run(run_id=str(run.pk), reason=f"The agent run failed: {reason}")
     recorder.publish({"type": "run.finished", "run_id": str(run.pk), "status": "failed", "text": text})
     logger.warning("run failed run=%s approvals_cancelled=%s error=%s", run.pk, cancelled, reason)
-    return AgentRun.objects.get(pk=run.pk)
+    return _as_written(run, written)
 
 
 def staff_error_text(error: Exception) -> str:

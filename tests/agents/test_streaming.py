@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def published(monkeypatch) -> list[dict]:
     sent: list[dict] = []
-    monkeypatch.setattr("agents.services.group_send_soon", lambda group, message: sent.append(message))
+    monkeypatch.setattr("agents.services.group_send_soon", lambda group, message, **_: sent.append(message))
     return sent
 
 

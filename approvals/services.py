@@ -221,19 +221,26 @@ def approval_notify_away_reviewers(*, approval_id: int) -> None:
 
 
 def _decision_for_wake_up(approval: Approval) -> dict[str, Any] | None:
-    """What the wake-up carries: the decision as committed, or nothing while still pending."""
-    return None if approval.is_pending else asdict(Decision.of(approval))
-
-
-def _carried_decision(woken: dict[str, Any] | bool, *, approval_id: int) -> Decision | None:
-    """The decision a wake-up carried, if it is one for this approval and final; else ``None``
-    (the waiter reads the row)."""
-    if not isinstance(woken, dict) or woken.get("approval_id") != approval_id:
+    """What the wake-up carries: the decision as committed, or nothing while still pending. It
+    names the row by id and creation time: ids start again in another database sharing the
+    Redis (a test run, a bench, a reset), and a stale wake-up must not pass for this row's."""
+    if approval.is_pending:
         return None
-    if woken.get("status") in (None, Approval.Status.PENDING):
+    return {"requested_at": approval.created_at.isoformat(), "decision": asdict(Decision.of(approval))}
+
+
+def _carried_decision(woken: dict[str, Any] | bool, *, approval: Approval) -> Decision | None:
+    """The decision a wake-up carried, if it is final and for this very row (read just before
+    the wait); else ``None``: the waiter reads the row."""
+    if not isinstance(woken, dict) or woken.get("requested_at") != approval.created_at.isoformat():
+        return None
+    decision = woken.get("decision")
+    if not isinstance(decision, dict) or decision.get("approval_id") != approval.pk:
+        return None
+    if decision.get("status") in (None, Approval.Status.PENDING):
         return None
     try:
-        return Decision(**woken)
+        return Decision(**decision)
     except TypeError:  # sent by a process running another version of Decision
         return None
 
@@ -255,7 +262,7 @@ def approval_wait(*, approval_id: int, timeout: float | None) -> Decision | None
         if deadline is not None and deadline - time.monotonic() <= 0:
             return None
         woken = channel.wait(approval_id, remaining)
-        if decision := _carried_decision(woken, approval_id=approval_id):
+        if decision := _carried_decision(woken, approval=approval):
             return decision  # the committed decision came with the wake-up: no second read
 
 

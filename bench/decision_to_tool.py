@@ -176,7 +176,7 @@ def main() -> None:
         from django.db import connections
         from rest_framework.authtoken.models import Token
 
-        from agents.models import AgentRun, Conversation
+        from agents.models import AgentRun, Conversation, Message
         from agents.services import conversation_post_message
         from approvals.models import Approval, ApprovalEvent
         from shop.models import Order, Refund
@@ -236,10 +236,14 @@ def main() -> None:
                 connections.close_all()  # fresh reads below
                 decided = Approval.objects.get(pk=approval.pk)
                 decided_event = ApprovalEvent.objects.get(approval_id=approval.pk, kind=ApprovalEvent.Kind.DECIDED)
-                refund = Refund.objects.get(idempotency_key=f"{run.pk}:{approval.call_id}")
                 finished = AgentRun.objects.get(pk=run.pk)
-                if finished.status != AgentRun.Status.SUCCEEDED:
-                    raise RuntimeError(f"run {run.pk} ended {finished.status}: {finished.error}")
+                refund = Refund.objects.filter(idempotency_key=f"{run.pk}:{approval.call_id}").first()
+                if finished.status != AgentRun.Status.SUCCEEDED or refund is None:
+                    answer = Message.objects.filter(run=finished, role=Message.Role.ASSISTANT).first()
+                    raise RuntimeError(
+                        f"run {run.pk} ended {finished.status} {finished.error!r}, refund {refund}, "
+                        f"approval {decided.status}, answer {answer and answer.content!r}"
+                    )
                 rows.append(
                     {
                         "tool": (refund.created_at - decided.decided_at).total_seconds() * 1000,

@@ -263,8 +263,11 @@ def test_the_configured_channel_is_redis():
     assert isinstance(get_decision_channel(), RedisDecisionChannel)
 
 
-def _carried(approval: Approval, **changes) -> dict:
-    return asdict(replace(Decision.of(approval), **changes))
+def _carried(approval: Approval, *, requested_at: str | None = None, **changes) -> dict:
+    return {
+        "requested_at": requested_at or approval.created_at.isoformat(),
+        "decision": asdict(replace(Decision.of(approval), **changes)),
+    }
 
 
 @pytest.mark.django_db(transaction=True)
@@ -323,7 +326,15 @@ def test_a_carried_decision_is_trusted_only_if_final_and_for_this_approval(redis
     # reads it again after each, then its time runs out.
     channel.publish(approval.pk, _carried(approval))  # still "pending"
     channel.publish(approval.pk, _carried(other, status="approved"))  # another approval's
-    channel.publish(approval.pk, {"approval_id": approval.pk, "status": "approved", "unknown": 1})
+    # The same id in another database sharing the Redis (ids start again): another creation time.
+    channel.publish(approval.pk, _carried(approval, status="approved", requested_at="2020-01-01T00:00:00+00:00"))
+    channel.publish(
+        approval.pk,
+        {
+            "requested_at": approval.created_at.isoformat(),
+            "decision": {"approval_id": approval.pk, "status": "approved"},
+        },
+    )
 
     assert approval_wait(approval_id=approval.pk, timeout=1.5) is None
     assert Approval.objects.get(pk=approval.pk).status == "pending"

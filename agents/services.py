@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
@@ -9,6 +10,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from functools import cache
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 from django.db.models import Case, F, Value, When
@@ -22,7 +24,7 @@ from agents.registry import get_agent
 from agents.tasks import run_agent
 from anvia import AgentRunError, Event, ModelError, RunState, ToolExecutionError
 from anvia import Message as ModelMessage
-from anvia_project.channel_layer import group_send
+from anvia_project.channel_layer import group_send_soon
 from approvals.hooks import approval_hook
 from approvals.models import Approval
 from approvals.services import approval_record_call_outcome, approvals_cancel_for_run
@@ -124,43 +126,117 @@ def run_claim(*, run_id, owner: str) -> AgentRun | None:
 
 class RunRecorder:
     """Saves a run's checkpoints and events and streams events to the chat, every write fenced
-    on the lease: once another worker has taken the run, nothing more is written."""
+    on the lease: once another worker has taken the run, nothing more is written.
+
+    Writes are batched (README "Benchmarks": a chat made a dozen transactions, now two). An event
+    goes to the chat at once but is saved with the run's next write, in order. A checkpoint is
+    saved at once only when something outside the run is about to depend on it: a tool starts
+    (the fence, with the "executing" mark), or reviewers are about to be asked (a ``tool_call``
+    that requires approval; then the ``approval_requested`` status). Otherwise the state rides
+    along with the next write, at the latest the run's last one (``run_succeed``, ``run_stop``,
+    ``run_fail``, ``run_suspend``). A worker that dies loses only progress that nothing depended
+    on: the run resumes from the last saved state and may ask the model again, but never runs a
+    tool twice (the idempotency key) nor loses a decision (the row).
+    """
 
     def __init__(self, run: AgentRun, lease: Lease):
         self.run = run
         self.lease = lease
         self.group = conversation_group(run.conversation_id)
+        self._unsaved_state: dict | None = None
+        self._unsaved_status: str | None = None
+        self._unsaved_events: list[RunEvent] = []
 
     def checkpoint(self, state: RunState) -> None:
-        """Save the state. The framework checkpoints before every tool it runs, so this is also
-        the fence on starting a tool: a worker that lost the run raises ``LeaseLost`` here."""
+        """Keep the state for the next write, or save it now (with everything unsaved) when a
+        tool is about to start: this is also the fence on starting a tool, so a worker that lost
+        the run raises ``LeaseLost`` here."""
+        if self._keep(state):
+            self.save()
+
+    def _keep(self, state: RunState) -> bool:
+        """Keep ``state`` as the unsaved one; ``True`` when it must be saved now: a tool starts,
+        or the database would refuse it (then the run fails where the state was made)."""
+        self._unsaved_state = state.model_dump(mode="json")
+        return _tool_starting(state) or not _storable(self._unsaved_state)
+
+    # The framework's loop calls these two. Most events and checkpoints only go into memory (and
+    # to the chat): they stay on the loop; only a write hops to the worker's thread, where the
+    # run's database connection is (each hop costs ~0.1 ms of CPU, README "Benchmarks").
+
+    async def on_event(self, event: Event) -> None:
+        if _writes_at_once(event) and not self.lease.lost.is_set():
+            await sync_to_async(self.event, thread_sensitive=True)(event)
+        else:
+            self.event(event)
+
+    async def on_checkpoint(self, state: RunState) -> None:
+        if self._keep(state):
+            await sync_to_async(self.save, thread_sensitive=True)()
+
+    def save(self) -> None:
+        """Write what is not saved yet (state, status, events) in one fenced transaction."""
         try:
-            with self.lease.fenced(state=state.model_dump(mode="json")):
+            with self.fenced():
                 pass
         except (LeaseLost, OperationalError, InterfaceError):
             raise
         except DatabaseError as error:
             raise RunStateRefused(f"The database refused to save the run's state: {error}") from error
 
+    @contextmanager
+    def fenced(self, **fields):
+        """``Lease.fenced`` (renew the lease, or ``LeaseLost``) carrying what is not saved yet; the
+        caller's ``fields`` win over the unsaved status. Yields the run's fields it writes."""
+        if self._unsaved_state is not None:
+            fields.setdefault("state", self._unsaved_state)
+        if self._unsaved_status is not None:
+            fields.setdefault("status", self._unsaved_status)
+        with self.lease.fenced(**fields):
+            if self._unsaved_events:
+                RunEvent.objects.bulk_create(self._unsaved_events)
+            yield fields
+        self._unsaved_state, self._unsaved_status, self._unsaved_events = None, None, []
+
+    def forget_state(self) -> None:
+        """Drop the unsaved state (the database refused it): the run's last write goes without it."""
+        self._unsaved_state = None
+
     def event(self, event: Event) -> None:
         if event.type == "text_delta":
             # A piece of the answer as it is written: shown live, never saved (the whole answer
             # is, once). No database fence per piece; a worker that lost the run stays quiet.
             if not self.lease.lost.is_set():
-                self.publish({"type": "run.event", "run_id": str(self.run.pk), "event": event.type, "data": event.data})
+                message = {"type": "run.event", "run_id": str(self.run.pk), "event": event.type, "data": event.data}
+                group_send_soon(self.group, message, merge=_joined_pieces)
             return
-        status = {
-            "approval_requested": AgentRun.Status.WAITING_FOR_APPROVAL,
-            "approval_decided": AgentRun.Status.RUNNING,
-        }.get(event.type)
+        if self.lease.lost.is_set():
+            return  # logged once by the lease; the next checkpoint stops the run
         data = event.data
         if event.type == "error":
             # The technical message (hosts, stack details) stays in AgentRun.error, for staff only.
             data = {"kind": data.get("kind")}
+        if not _storable(data):
+            logger.warning(
+                "run %s: the database would refuse the %s event; not saved nor shown", self.run.pk, event.type
+            )
+            return
+        self._unsaved_events.append(RunEvent(run_id=self.run.pk, type=event.type, data=data))
+        status = {
+            "approval_requested": AgentRun.Status.WAITING_FOR_APPROVAL,
+            "approval_decided": AgentRun.Status.RUNNING,
+        }.get(event.type)
         try:
-            with self.lease.fenced(**({"status": status} if status else {})):
-                RunEvent.objects.create(run_id=self.run.pk, type=event.type, data=data)
-                if event.type == "tool_result" and event.data.get("requires_approval"):
+            if status:
+                self._unsaved_status = status
+                logger.info("run status run=%s status=%s call=%s", self.run.pk, status, event.data.get("call_id"))
+            if _reviewers_asked_next(event) or event.type == "approval_requested":
+                # A protected call goes before reviewers next (the hook creates its approval before
+                # the approval_requested event): the state holding the call is saved first, so an
+                # approval never exists for a call a resumed run would not know.
+                self.save()
+            elif event.type == "tool_result" and event.data.get("requires_approval"):
+                with self.fenced():
                     approval_record_call_outcome(
                         run_id=str(self.run.pk),
                         call_id=event.data["call_id"],
@@ -168,16 +244,48 @@ class RunRecorder:
                     )
         except LeaseLost:
             return  # logged once by the lease; the next checkpoint stops the run
-        if status:
-            logger.info("run status run=%s status=%s call=%s", self.run.pk, status, event.data.get("call_id"))
         self.publish({"type": "run.event", "run_id": str(self.run.pk), "event": event.type, "data": data})
 
     def publish(self, message: dict) -> None:
-        try:
-            group_send(self.group, message)
-        except Exception:
-            # The chat reloads to the truth; a missed live update must not stop the run.
-            logger.warning("run %s: could not stream to %s", self.run.pk, self.group, exc_info=True)
+        # Queued, not awaited: the run goes on while the message is sent, in order.
+        group_send_soon(self.group, message)
+
+
+def _joined_pieces(previous: dict, message: dict) -> dict | None:
+    """Two pieces of the answer still waiting to be sent go as one (the page appends them)."""
+    if previous.get("event") != "text_delta" or previous.get("run_id") != message["run_id"]:
+        return None
+    return {**previous, "data": {**previous["data"], "text": previous["data"]["text"] + message["data"]["text"]}}
+
+
+def _writes_at_once(event: Event) -> bool:
+    return (
+        event.type == "approval_requested"
+        or _reviewers_asked_next(event)
+        or (event.type == "tool_result" and event.data.get("requires_approval"))
+    )
+
+
+def _reviewers_asked_next(event: Event) -> bool:
+    return event.type == "tool_call" and bool(event.data.get("requires_approval"))
+
+
+def _tool_starting(state: RunState) -> bool:
+    return any(record.outcome == "executing" for record in state.tool_calls)
+
+
+@cache
+def _refuses_nul() -> bool:
+    return "postgresql" in settings.DATABASES["default"]["ENGINE"]
+
+
+def _storable(value) -> bool:
+    """Whether the database takes ``value`` as JSON: PostgreSQL's jsonb refuses the NUL character
+    (SQLite stores it). Checked before a write is deferred, so the refusal surfaces where it did
+    when every write was immediate: a refused state fails the run, a refused event is dropped."""
+    if not _refuses_nul():
+        return True
+    return "\\u0000" not in json.dumps(value)
 
 
 @contextmanager
@@ -233,7 +341,7 @@ def _run_agent(run: AgentRun, recorder: RunRecorder) -> AgentRun:
             )
             request = agent.resume(run.state) if run.state else _first_prompt(agent, run)
             response = (
-                request.request_hook(hook).on_event(recorder.event).on_checkpoint(recorder.checkpoint).send_sync()
+                request.request_hook(hook).on_event(recorder.on_event).on_checkpoint(recorder.on_checkpoint).send_sync()
             )
     except (LeaseLost, OperationalError, InterfaceError):
         raise
@@ -259,28 +367,53 @@ def _attempts_exhausted(run: AgentRun) -> RunAttemptsExhausted:
 
 
 def _first_prompt(agent, run: AgentRun):
-    messages = list(run.conversation.messages.order_by("created_at", "id"))
-    asked = next(m for m in reversed(messages) if m.run_id == run.pk and m.role == Message.Role.USER)
-    earlier = [m for m in messages if m.created_at <= asked.created_at and m.pk != asked.pk][-HISTORY_MESSAGES:]
-    history = [ModelMessage(role=m.role, content=m.content) for m in earlier]
+    asked, history = _question_and_history(run)
     return agent.prompt(
         asked.content,
-        history=history,
+        history=[ModelMessage(role=m.role, content=m.content) for m in history],
         context={"user_id": run.user_id, "conversation_id": run.conversation_id},
         run_id=str(run.pk),
     )
 
 
+def _question_and_history(run: AgentRun) -> tuple[Message, list[Message]]:
+    """The customer's message this run answers, and the ``HISTORY_MESSAGES`` before it, oldest
+    first. Only those rows are read: the cost must not grow with the conversation."""
+    newest_first = Message.objects.filter(conversation_id=run.conversation_id).order_by("-created_at", "-id")
+    recent = list(newest_first[: HISTORY_MESSAGES + 1])
+    # The usual case: the question is the conversation's newest message (one run at a time).
+    if recent and recent[0].run_id == run.pk and recent[0].role == Message.Role.USER:
+        return recent[0], recent[1:][::-1]
+    asked = newest_first.filter(run=run, role=Message.Role.USER).first()
+    if asked is None:
+        raise Message.DoesNotExist(f"Run {run.pk} has no customer message to answer.")
+    earlier = newest_first.filter(created_at__lte=asked.created_at).exclude(pk=asked.pk)[:HISTORY_MESSAGES]
+    return asked, list(earlier)[::-1]
+
+
 def run_succeed(*, run: AgentRun, recorder: RunRecorder, text: str) -> AgentRun:
-    with recorder.lease.fenced(
+    with recorder.fenced(
         status=AgentRun.Status.SUCCEEDED, finished_at=timezone.now(), lease_owner="", lease_expires_at=None
-    ):
-        Message.objects.get_or_create(
-            run=run, role=Message.Role.ASSISTANT, defaults={"conversation_id": run.conversation_id, "content": text}
-        )
+    ) as written:
+        _save_answer(run, text)
     recorder.publish({"type": "run.finished", "run_id": str(run.pk), "status": "succeeded", "text": text})
     logger.info("run succeeded run=%s", run.pk)
-    return AgentRun.objects.get(pk=run.pk)
+    return _as_written(run, written)
+
+
+def _save_answer(run: AgentRun, text: str) -> None:
+    """The run's one answer in the chat. Called inside the fenced write that ends the run, whose
+    update locks the run's row, so the check and the insert cannot race (no savepoint needed)."""
+    if not Message.objects.filter(run=run, role=Message.Role.ASSISTANT).exists():
+        Message.objects.create(run=run, role=Message.Role.ASSISTANT, conversation_id=run.conversation_id, content=text)
+
+
+def _as_written(run: AgentRun, fields: dict) -> AgentRun:
+    """The finished run as its last write left it, without reading it back: nothing else writes a
+    finished run (the heartbeat and every fence match active runs only)."""
+    for name, value in fields.items():
+        setattr(run, name, value)
+    return run
 
 
 STOPPED_TEXT = "A staff member stopped this request, so I won't go on with it. Contact support if you have questions."
@@ -290,18 +423,14 @@ def run_stop(*, run: AgentRun, recorder: RunRecorder, reason: str) -> AgentRun:
     """End the run ``stopped``: a reviewer terminated it. The customer is told plainly (the
     reviewer's reason stays with the approval, for staff); nothing more of it runs, and its
     other pending approvals are cancelled (the decision did that already; this covers any left)."""
-    with recorder.lease.fenced(
+    with recorder.fenced(
         status=AgentRun.Status.STOPPED, finished_at=timezone.now(), lease_owner="", lease_expires_at=None
-    ):
-        Message.objects.get_or_create(
-            run=run,
-            role=Message.Role.ASSISTANT,
-            defaults={"conversation_id": run.conversation_id, "content": STOPPED_TEXT},
-        )
+    ) as written:
+        _save_answer(run, STOPPED_TEXT)
         approvals_cancel_for_run(run_id=str(run.pk), reason="A reviewer stopped the run.")
     recorder.publish({"type": "run.finished", "run_id": str(run.pk), "status": "stopped", "text": STOPPED_TEXT})
     logger.info("run stopped by a reviewer run=%s reason=%s", run.pk, reason)
-    return AgentRun.objects.get(pk=run.pk)
+    return _as_written(run, written)
 
 
 def run_fail(*, run: AgentRun, recorder: RunRecorder, error: Exception) -> AgentRun:
@@ -309,16 +438,16 @@ def run_fail(*, run: AgentRun, recorder: RunRecorder, error: Exception) -> Agent
     customer, and its pending approvals cancelled (nobody will act on them)."""
     text = customer_error_text(error)
     reason = staff_error_text(error)
-    with recorder.lease.fenced(
+    if isinstance(error, RunStateRefused):
+        recorder.forget_state()
+    with recorder.fenced(
         status=AgentRun.Status.FAILED, error=reason, finished_at=timezone.now(), lease_owner="", lease_expires_at=None
-    ):
-        Message.objects.get_or_create(
-            run=run, role=Message.Role.ASSISTANT, defaults={"conversation_id": run.conversation_id, "content": text}
-        )
+    ) as written:
+        _save_answer(run, text)
         cancelled = approvals_cancel_for_run(run_id=str(run.pk), reason=f"The agent run failed: {reason}")
     recorder.publish({"type": "run.finished", "run_id": str(run.pk), "status": "failed", "text": text})
     logger.warning("run failed run=%s approvals_cancelled=%s error=%s", run.pk, cancelled, reason)
-    return AgentRun.objects.get(pk=run.pk)
+    return _as_written(run, written)
 
 
 def staff_error_text(error: Exception) -> str:
@@ -347,7 +476,7 @@ def customer_error_text(error: Exception) -> str:
 def run_suspend(*, run: AgentRun, recorder: RunRecorder) -> AgentRun:
     """Free the worker; the decision resumes the run. Re-check, so a decision that landed while
     we were suspending is not left waiting for a wake-up that already happened."""
-    with recorder.lease.fenced(
+    with recorder.fenced(
         status=AgentRun.Status.SUSPENDED, suspended_at=timezone.now(), lease_owner="", lease_expires_at=None
     ):
         pass

@@ -76,6 +76,19 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
+# Celery workers keep their connections this long (anvia_project/celery.py); 0: one per task.
+ANVIA_WORKER_CONN_MAX_AGE = env.int("ANVIA_WORKER_CONN_MAX_AGE", default=300)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.bool("DATABASE_POOL", default=False):
+    # The ASGI server runs each request's sync code on a thread of its own, so a persistent
+    # connection (CONN_MAX_AGE) is never reused there: every request connected anew. A pool is
+    # (README "Benchmarks"). Celery workers keep per-thread connections instead (celery.py): a run
+    # blocked on a decision holds its thread's connection, which would drain a bounded pool.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
+        "timeout": 10,
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share the file: wait for a lock instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})

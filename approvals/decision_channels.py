@@ -2,16 +2,19 @@
 
 The database row is the truth; a channel only cuts the wait short. A waiter always reads the row
 before blocking, so a wake-up sent before it blocked is never needed, and a lost wake-up (Redis
-restarting) costs at most one wait slice.
+restarting) costs at most one wait slice. A wake-up may carry a copy of the committed decision
+(it is sent after commit), so the woken waiter need not read the row again; one without it, or
+none at all, sends the waiter back to the row.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 from django.conf import settings
@@ -25,11 +28,13 @@ WAKE_KEY_TTL_SECONDS = 600
 
 
 class DecisionChannel(Protocol):
-    def publish(self, approval_id: int) -> None:
-        """Wake whoever waits on this approval (now or soon)."""
+    def publish(self, approval_id: int, decision: dict[str, Any] | None = None) -> None:
+        """Wake whoever waits on this approval (now or soon), with a copy of the committed
+        ``decision`` if given (JSON-ready)."""
 
-    def wait(self, approval_id: int, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds for a wake-up; ``True`` if one came."""
+    def wait(self, approval_id: int, timeout: float) -> dict[str, Any] | bool:
+        """Block up to ``timeout`` seconds for a wake-up: the decision it carried, ``True`` for
+        one without, ``False`` if none came."""
 
 
 class InProcessDecisionChannel:
@@ -38,6 +43,7 @@ class InProcessDecisionChannel:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._events: dict[int, tuple[threading.Event, float]] = {}
+        self._decisions: dict[int, dict[str, Any]] = {}
 
     def _event(self, approval_id: int) -> threading.Event:
         with self._lock:
@@ -47,16 +53,20 @@ class InProcessDecisionChannel:
                 self._events[approval_id] = entry
             return entry[0]
 
-    def publish(self, approval_id: int) -> None:
+    def publish(self, approval_id: int, decision: dict[str, Any] | None = None) -> None:
+        if decision is not None:
+            with self._lock:
+                self._decisions[approval_id] = decision
         self._event(approval_id).set()
         self._forget_stale()
 
-    def wait(self, approval_id: int, timeout: float) -> bool:
+    def wait(self, approval_id: int, timeout: float) -> dict[str, Any] | bool:
         woken = self._event(approval_id).wait(max(0.0, timeout))
-        if woken:
-            with self._lock:
-                self._events.pop(approval_id, None)
-        return woken
+        if not woken:
+            return False
+        with self._lock:
+            self._events.pop(approval_id, None)
+            return self._decisions.pop(approval_id, None) or True
 
     def _forget_stale(self) -> None:
         # A wake-up nobody waited for (the waiter had already read the decision) is dropped later.
@@ -64,6 +74,7 @@ class InProcessDecisionChannel:
         with self._lock:
             for key in [k for k, (event, born) in self._events.items() if event.is_set() and born < cutoff]:
                 del self._events[key]
+                self._decisions.pop(key, None)
 
 
 class RedisDecisionChannel:
@@ -92,25 +103,39 @@ class RedisDecisionChannel:
     def key(self, approval_id: int) -> str:
         return f"{self.key_prefix}:approval:{approval_id}"
 
-    def publish(self, approval_id: int) -> None:
+    def publish(self, approval_id: int, decision: dict[str, Any] | None = None) -> None:
         key = self.key(approval_id)
+        token = "decided" if decision is None else json.dumps(decision)
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                pipe.lpush(key, "decided").expire(key, WAKE_KEY_TTL_SECONDS).execute()
+                pipe.lpush(key, token).expire(key, WAKE_KEY_TTL_SECONDS).execute()
         except redis.RedisError:
             # The decision is committed; the waiter finds it on its next read of the row.
             logger.warning("approval %s: could not publish the wake-up to Redis", approval_id, exc_info=True)
 
-    def wait(self, approval_id: int, timeout: float) -> bool:
+    def wait(self, approval_id: int, timeout: float) -> dict[str, Any] | bool:
         timeout = min(max(timeout, 0.0), self.slice_seconds)
         if timeout <= 0:
             return False
         try:
-            return self.client.blpop([self.key(approval_id)], timeout=timeout) is not None
+            popped = self.client.blpop([self.key(approval_id)], timeout=timeout)
         except redis.RedisError:
             logger.warning("approval %s: Redis unavailable while waiting; re-reading the row", approval_id)
             time.sleep(min(timeout, 0.5))
             return False
+        if popped is None:
+            return False
+        return _carried_decision(popped[1]) or True
+
+
+def _carried_decision(token: bytes) -> dict[str, Any] | None:
+    if token == b"decided":
+        return None
+    try:
+        decision = json.loads(token)
+    except ValueError:
+        return None
+    return decision if isinstance(decision, dict) else None
 
 
 @cache

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -308,6 +308,31 @@ def approval_notify_away_reviewers(*, approval_id: int) -> None:
         transaction.on_commit(lambda: post_webhook.delay(approval_id), robust=True)
 
 
+def _decision_for_wake_up(approval: Approval) -> dict[str, Any] | None:
+    """What the wake-up carries: the decision as committed, or nothing while still pending. It
+    names the row by id and creation time: ids start again in another database sharing the
+    Redis (a test run, a bench, a reset), and a stale wake-up must not pass for this row's."""
+    if approval.is_pending:
+        return None
+    return {"requested_at": approval.created_at.isoformat(), "decision": asdict(Decision.of(approval))}
+
+
+def _carried_decision(woken: dict[str, Any] | bool, *, approval: Approval) -> Decision | None:
+    """The decision a wake-up carried, if it is final and for this very row (read just before
+    the wait); else ``None``: the waiter reads the row."""
+    if not isinstance(woken, dict) or woken.get("requested_at") != approval.created_at.isoformat():
+        return None
+    decision = woken.get("decision")
+    if not isinstance(decision, dict) or decision.get("approval_id") != approval.pk:
+        return None
+    if decision.get("status") in (None, Approval.Status.PENDING):
+        return None
+    try:
+        return Decision(**decision)
+    except TypeError:  # sent by a process running another version of Decision
+        return None
+
+
 def approval_wait(*, approval_id: int, timeout: float | None) -> Decision | None:
     """Block until the approval is decided (or expires); ``None`` when ``timeout`` runs out first."""
     channel = get_decision_channel()
@@ -324,7 +349,9 @@ def approval_wait(*, approval_id: int, timeout: float | None) -> Decision | None
         remaining = until_expiry if deadline is None else min(deadline - time.monotonic(), until_expiry)
         if deadline is not None and deadline - time.monotonic() <= 0:
             return None
-        channel.wait(approval_id, remaining)
+        woken = channel.wait(approval_id, remaining)
+        if decision := _carried_decision(woken, approval=approval):
+            return decision  # the committed decision came with the wake-up: no second read
 
 
 def wait_for_decision(*, request: ApprovalRequest, timeout: float | None) -> Decision | None:
@@ -652,7 +679,7 @@ def approval_record_call_outcome(*, run_id: str, call_id: str, outcome: dict[str
 
 
 def _announce_decision(approval: Approval, kind: str) -> None:
-    get_decision_channel().publish(approval.pk)
+    get_decision_channel().publish(approval.pk, _decision_for_wake_up(approval))
     notify_reviewers(kind, approval)
     approval_decided.send(sender=Approval, approval=approval)
 

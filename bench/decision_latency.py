@@ -89,12 +89,12 @@ class TimedChannel:
         self.entered = threading.Event()
         self.stamps: dict[str, float] = {}
 
-    def publish(self, approval_id: int) -> None:
+    def publish(self, approval_id: int, decision: dict | None = None) -> None:
         self.stamps["publish_start"] = perf()
-        self.inner.publish(approval_id)
+        self.inner.publish(approval_id, decision)
         self.stamps["publish_end"] = perf()
 
-    def wait(self, approval_id: int, timeout: float) -> bool:
+    def wait(self, approval_id: int, timeout: float) -> dict | bool:
         self.entered.set()
         woken = self.inner.wait(approval_id, timeout)
         self.stamps["wake"] = perf()

@@ -155,3 +155,29 @@ def test_a_run_suspended_on_its_second_protected_call_is_not_requeued_by_the_fir
         assert queued == [str(run.pk), str(run.pk)]  # posted, resumed once; not again on suspend
     finally:
         support_agent.model = original
+
+
+def test_the_run_state_holding_a_protected_call_is_saved_before_its_approval_exists(
+    alice, queued, settings, monkeypatch
+):
+    """A worker that dies right after the approval is created must resume knowing the call: the
+    state with the model's call is durable before any reviewer can see (and decide) it."""
+    import approvals.services as approval_services
+
+    settings.ANVIA_APPROVAL_BLOCK_SECONDS = 0
+    saved_when_asked = []
+    real_create = approval_services._approval_create
+
+    def create(request):
+        run = AgentRun.objects.get(pk=request.run_id)
+        saved_when_asked.append(
+            [c["id"] for m in (run.state or {}).get("messages", []) for c in m.get("tool_calls") or []]
+        )
+        return real_create(request)
+
+    monkeypatch.setattr(approval_services, "_approval_create", create)
+    run = ask(alice, "refund order A-1001, $150")
+    run_execute(run_id=run.pk)
+
+    approval = Approval.objects.get()
+    assert saved_when_asked == [[approval.call_id]]

@@ -6,8 +6,11 @@ from __future__ import annotations
 import threading
 
 import pytest
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 
-from agents.models import Message, RunEvent
+from agents import support
+from agents.models import AgentRun, Message, RunEvent
 from agents.selectors import timeline_item
 from agents.services import RunRecorder, run_execute
 from anvia import Event
@@ -19,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def published(monkeypatch) -> list[dict]:
     sent: list[dict] = []
-    monkeypatch.setattr("agents.services.group_send", lambda group, message: sent.append(message))
+    monkeypatch.setattr("agents.services.group_send_soon", lambda group, message, **_: sent.append(message))
     return sent
 
 
@@ -71,3 +74,44 @@ def test_a_piece_has_no_timeline_line():
 class _HeldLease:
     def __init__(self) -> None:
         self.lost = threading.Event()
+
+
+def test_a_chat_saves_its_events_in_batches_in_the_order_the_chat_saw_them(alice, queued, published):
+    run = ask(alice, "where is my order A-1001?")
+
+    with CaptureQueriesContext(connection) as queries:
+        finished = run_execute(run_id=run.pk)
+
+    assert finished.status == "succeeded"
+    shown = [m["event"] for m in published if m["type"] == "run.event" and m["event"] != "text_delta"]
+    saved = list(RunEvent.objects.filter(run=run).order_by("id").values_list("type", flat=True))
+    assert saved == shown == ["step", "tool_call", "tool_result", "step", "text", "done"]
+    assert published[-1]["type"] == "run.finished"
+    # The claim, the fence before the tool (state + the events so far), the end (the rest).
+    run_writes = [q["sql"] for q in queries if q["sql"].startswith('UPDATE "agents_agentrun"')]
+    assert len(run_writes) == 3, run_writes
+
+
+def test_the_state_and_events_are_committed_before_the_tool_body_starts(alice, queued, published, monkeypatch):
+    run = ask(alice, "where is my order A-1001?")
+    seen = {}
+
+    def order_for_customer(**kwargs):
+        def look() -> None:  # another connection: sees only what is committed
+            try:
+                row = AgentRun.objects.get(pk=run.pk)
+                seen["outcomes"] = [c["outcome"] for c in row.state["tool_calls"]]
+                seen["events"] = list(RunEvent.objects.filter(run=run).values_list("type", flat=True))
+            finally:
+                connections.close_all()
+
+        reader = threading.Thread(target=look)
+        reader.start()
+        reader.join(10)
+        return real(**kwargs)
+
+    real = support.order_for_customer
+    monkeypatch.setattr(support, "order_for_customer", order_for_customer)
+
+    assert run_execute(run_id=run.pk).status == "succeeded"
+    assert seen == {"outcomes": ["executing"], "events": ["step", "tool_call"]}

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import asdict, replace
 from datetime import timedelta
 
 import pytest
@@ -11,11 +12,12 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from approvals.decision_channels import RedisDecisionChannel, get_decision_channel
+from approvals.decision_channels import InProcessDecisionChannel, RedisDecisionChannel, get_decision_channel
 from approvals.errors import AlreadyDecided, ApprovalExpired, InvalidEditedArgs, NotAReviewer, SelfApprovalRefused
 from approvals.models import Approval, ApprovalEvent
 from approvals.services import (
     ApprovalRequest,
+    Decision,
     approval_decide,
     approval_request,
     approval_wait,
@@ -259,3 +261,90 @@ def test_redis_down_and_back_up_between_publish_and_wait(monkeypatch):
 
 def test_the_configured_channel_is_redis():
     assert isinstance(get_decision_channel(), RedisDecisionChannel)
+
+
+def _carried(approval: Approval, *, requested_at: str | None = None, **changes) -> dict:
+    return {
+        "requested_at": requested_at or approval.created_at.isoformat(),
+        "decision": asdict(replace(Decision.of(approval), **changes)),
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_wake_up_carries_the_committed_decision_so_the_waiter_reads_the_row_once(redis_url, monkeypatch):
+    monkeypatch.setattr("approvals.services.get_decision_channel", lambda: named_channel(redis_url))
+    approval, _ = approval_request(request=a_request())
+    reads = []
+    real_get = Approval.objects.select_related
+
+    def counting_select_related(*fields):
+        reads.append(threading.current_thread().name)
+        return real_get(*fields)
+
+    monkeypatch.setattr(Approval.objects, "select_related", counting_select_related)
+    waiter, result = in_thread(approval_wait, approval_id=approval.pk, timeout=30)
+    redis_client_blocked(redis.Redis.from_url(redis_url), WAITER)
+    decided = approval_decide(
+        approval_id=approval.pk,
+        reviewer=ReviewerFactory(),
+        action="approve",
+        edited_args={"order_id": "A-1001", "amount": 90.0},
+    )
+    waiter.join(10)
+
+    assert result["value"] == Decision.of(Approval.objects.select_related("decided_by").get(pk=approval.pk))
+    assert result["value"].args == {"order_id": "A-1001", "amount": 90.0}
+    assert result["value"].edited
+    assert result["value"].decided_by == decided.decided_by.get_username()
+    assert reads.count(waiter.name) == 1, "read once before blocking; the decision came with the wake-up"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wake_up_without_the_decision_sends_the_waiter_back_to_the_row(redis_url, monkeypatch):
+    """A wake-up from an older sender (a bare token) or a lost one: the row decides."""
+    channel = named_channel(redis_url)
+    monkeypatch.setattr("approvals.services.get_decision_channel", lambda: channel)
+    monkeypatch.setattr("approvals.services._decision_for_wake_up", lambda approval: None)
+    approval, _ = approval_request(request=a_request())
+    waiter, result = in_thread(approval_wait, approval_id=approval.pk, timeout=30)
+    redis_client_blocked(redis.Redis.from_url(redis_url), WAITER)
+
+    approval_decide(approval_id=approval.pk, reviewer=ReviewerFactory(), approved=False, reason="no")
+    waiter.join(10)
+
+    assert result["value"].status == "rejected"
+    assert result["value"].reason == "no"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_carried_decision_is_trusted_only_if_final_and_for_this_approval(redis_url, monkeypatch):
+    channel = named_channel(redis_url)
+    monkeypatch.setattr("approvals.services.get_decision_channel", lambda: channel)
+    approval, _ = approval_request(request=a_request())
+    other, _ = approval_request(request=a_request(call_id="call_2"))
+    # Neither of these may be taken for a decision: the row is still pending, so the waiter
+    # reads it again after each, then its time runs out.
+    channel.publish(approval.pk, _carried(approval))  # still "pending"
+    channel.publish(approval.pk, _carried(other, status="approved"))  # another approval's
+    # The same id in another database sharing the Redis (ids start again): another creation time.
+    channel.publish(approval.pk, _carried(approval, status="approved", requested_at="2020-01-01T00:00:00+00:00"))
+    channel.publish(
+        approval.pk,
+        {
+            "requested_at": approval.created_at.isoformat(),
+            "decision": {"approval_id": approval.pk, "status": "approved"},
+        },
+    )
+
+    assert approval_wait(approval_id=approval.pk, timeout=1.5) is None
+    assert Approval.objects.get(pk=approval.pk).status == "pending"
+
+
+def test_the_in_process_channel_carries_the_decision_too():
+    channel = InProcessDecisionChannel()
+    channel.publish(7, {"approval_id": 7, "status": "approved"})
+    channel.publish(8)
+
+    assert channel.wait(7, 1) == {"approval_id": 7, "status": "approved"}
+    assert channel.wait(8, 1) is True
+    assert channel.wait(9, 0.01) is False

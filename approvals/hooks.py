@@ -13,13 +13,12 @@ from django.conf import settings
 from anvia import Hook, ToolCall, create_hook
 from approvals.errors import ApprovalMismatch, TooManyPendingApprovals
 from approvals.models import Approval
-from approvals.policy_checks import policy_check_record
+from approvals.policy_checks import policy_check_of_call
 from approvals.services import (
     ApprovalRequest,
     Decision,
     approval_call_mismatch,
     approval_request,
-    args_hash,
     wait_for_decision,
 )
 
@@ -77,24 +76,8 @@ def approval_hook(
 
     def on_policy(call: ToolCall) -> None:
         """The audit trail: why each call of a protected tool runs, is refused or is asked."""
-        policy = call.policy
-        arguments = call.args_json
-        policy_check_record(
-            run_id=call.run_id,
-            call_id=call.call_id,
-            tool_name=call.tool_name,
-            args=arguments,
-            args_hash=args_hash(arguments),
-            outcome=policy.outcome,
-            rule=policy.rule,
-            reason=policy.message if policy.outcome == "deny" else policy.reason,
-            facts=dict(policy.facts),
-            quorum=policy.quorum,
-            tool_fingerprint=call.definition.fingerprint(),
-            policy_fingerprint=policy.fingerprint,
-            requested_by_id=getattr(user, "pk", None),
-            agent_name=agent_name,
-            conversation_id=str(conversation_id or ""),
+        policy_check_of_call(
+            call, requested_by_id=getattr(user, "pk", None), agent_name=agent_name, conversation_id=conversation_id
         )
 
     return create_hook(

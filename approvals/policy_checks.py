@@ -10,7 +10,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from anvia.core.policies import ALLOW, ASK, DENY, PolicyRule
+from anvia.core.tools import ToolCall
 from approvals.models import Approval, PolicyCheck
+from approvals.services import args_hash
 
 
 def policy_check_record(
@@ -58,6 +60,29 @@ def policy_check_record(
         requested_by_id=requested_by_id,
         agent_name=agent_name,
         conversation_id=conversation_id,
+    )
+
+
+def policy_check_of_call(call: ToolCall, *, requested_by_id=None, agent_name="", conversation_id="") -> PolicyCheck:
+    """``policy_check_record`` for a call whose policy has decided (``call.policy``)."""
+    policy = call.policy
+    arguments = call.args_json
+    return policy_check_record(
+        run_id=call.run_id,
+        call_id=call.call_id,
+        tool_name=call.tool_name,
+        args=arguments,
+        args_hash=args_hash(arguments),
+        outcome=policy.outcome,
+        rule=policy.rule,
+        reason=policy.message if policy.outcome == DENY else policy.reason,
+        facts=dict(policy.facts),
+        quorum=policy.quorum,
+        tool_fingerprint=call.definition.fingerprint(),
+        policy_fingerprint=policy.fingerprint,
+        requested_by_id=requested_by_id,
+        agent_name=agent_name,
+        conversation_id=str(conversation_id or ""),
     )
 
 

@@ -44,8 +44,7 @@ def main() -> None:
         from agents.support import refund_order
         from anvia import Approval
         from anvia.core.tools import ToolCall, ToolHandle
-        from approvals.policy_checks import policy_check_record
-        from approvals.services import args_hash
+        from approvals.policy_checks import policy_check_of_call
         from shop.models import Order, Refund
 
         customer, _reviewer = harness.bench_users()
@@ -74,23 +73,8 @@ def main() -> None:
         policy = refund_order.approval
 
         def record(index: int, verdict) -> None:
-            call = calls[index]
-            arguments = call.args_json
-            policy_check_record(
-                run_id=call.run_id,
-                call_id=call.call_id,
-                tool_name=call.tool_name,
-                args=arguments,
-                args_hash=args_hash(arguments),
-                outcome=verdict.outcome,
-                rule=verdict.rule,
-                reason=verdict.reason,
-                facts=dict(verdict.facts),
-                quorum=verdict.quorum,
-                tool_fingerprint=refund_order.fingerprint(),
-                policy_fingerprint=verdict.fingerprint,
-                requested_by_id=customer.pk,
-            )
+            calls[index].policy = verdict
+            policy_check_of_call(calls[index], requested_by_id=customer.pk)
 
         verdicts = {}
         rows = {

@@ -101,6 +101,13 @@ def queued(monkeypatch) -> list[str]:
     return runs
 
 
+@pytest.fixture
+def suspending(queued, settings) -> list[str]:
+    """``queued``, and runs suspend at once on a protected call (no blocking on the decision)."""
+    settings.ANVIA_APPROVAL_BLOCK_SECONDS = 0
+    return queued
+
+
 class DecisionWaiters:
     """Tells a test when somebody (a run, ``approval_wait``) starts waiting for a decision."""
 

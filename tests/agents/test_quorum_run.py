@@ -20,12 +20,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def queued(monkeypatch, settings):
-    """What would go to Celery, recorded instead; runs suspend at once (no blocking)."""
-    settings.ANVIA_APPROVAL_BLOCK_SECONDS = 0
-    sent: list[str] = []
-    monkeypatch.setattr("agents.services.run_enqueue", lambda *, run_id: sent.append(str(run_id)))
-    return sent
+def queued(suspending):
+    return suspending
 
 
 @pytest.fixture

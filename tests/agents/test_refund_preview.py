@@ -14,12 +14,6 @@ from tests.factories import ReviewerFactory, UserFactory
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def suspending(monkeypatch, settings):
-    settings.ANVIA_APPROVAL_BLOCK_SECONDS = 0
-    monkeypatch.setattr("agents.services.run_enqueue", lambda *, run_id: None)
-
-
 def request_refund(user, text: str) -> Approval:
     run = conversation_post_message(conversation=conversation_create(user=user), content=text)
     run_execute(run_id=run.pk)

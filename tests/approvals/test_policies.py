@@ -22,15 +22,6 @@ from shop.models import Refund
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def suspending(settings, monkeypatch):
-    """Runs suspend at once on a protected call; what would go to Celery is recorded instead."""
-    settings.ANVIA_APPROVAL_BLOCK_SECONDS = 0
-    sent: list[str] = []
-    monkeypatch.setattr("agents.services.run_enqueue", lambda *, run_id: sent.append(str(run_id)))
-    return sent
-
-
 def say(api, text: str) -> AgentRun:
     """Post ``text`` to a new conversation through the API, as the customer's browser does, and
     run what it queued, as the worker would."""

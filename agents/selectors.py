@@ -219,7 +219,7 @@ def _plain_item(event_type: str, data: dict) -> TimelineItem | None:
         asking = say(tool, "asking", args) or "A staff member needs to approve the next step"
         quorum = data.get("quorum")
         if isinstance(quorum, int) and quorum > 1:
-            asking += f" ({quorum} staff members must agree)"
+            asking += "; a second staff member must agree" if quorum == 2 else f"; {quorum - 1} more staff must agree"
         return TimelineItem("waiting", asking + ".")
     if event_type == "approval_decided":
         return _decision_item(data)

@@ -148,8 +148,8 @@ def _refunded(call) -> Decimal:
     return Decimal(call.facts["refunded_in_window"])
 
 
-def _more_than_the_order(call) -> bool:
-    return call.facts["order_found"] and _amount(call) > Decimal(call.facts["order_total"])
+def _more_than_is_left(call) -> bool:
+    return call.facts["order_found"] and _amount(call) > Decimal(call.facts["left_to_refund"])
 
 
 def _refund_reason(call) -> str:
@@ -171,12 +171,12 @@ refund_order = create_tool(
         facts=refund_facts,
         policy=[
             deny(
-                _more_than_the_order,
+                _more_than_is_left,
                 message=lambda call: (
-                    f"Order {call.args.order_id} totals ${Decimal(call.facts['order_total']):.2f}: no refund larger "
-                    "than the order can be made."
+                    f"Only ${Decimal(call.facts['left_to_refund']):.2f} of order {call.args.order_id}'s "
+                    f"${Decimal(call.facts['order_total']):.2f} is left to refund: no larger refund can be made."
                 ),
-                name="more than the order",
+                name="more than is left",
             ),
             ask(
                 lambda call: _amount(call) > TWO_REVIEWERS_OVER,

@@ -215,6 +215,8 @@ class ApprovalAdmin(admin.ModelAdmin):
     def decider(self, approval: Approval) -> str | None:
         if approval.quorum > 1 and approval.approvers:
             return self.approvals_progress(approval)
+        if approval.grant_id:
+            return f"grant #{approval.grant_id}"
         return approval.decided_by.get_username() if approval.decided_by else None
 
     @admin.display(description="Approvals")

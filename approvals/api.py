@@ -68,7 +68,10 @@ class ApprovalSerializer(serializers.ModelSerializer):
         ),
     )
     requested_by = _username_field(help_text="Username of the user whose request made the agent call the tool.")
-    decided_by = _username_field(help_text="Username of the reviewer who decided; empty while pending or expired.")
+    decided_by = _username_field(
+        help_text="Username of the reviewer who decided; empty while pending or expired, and when a standing "
+        "grant approved it (see `grant`)."
+    )
     grant = serializers.PrimaryKeyRelatedField(
         read_only=True, allow_null=True, help_text="The standing grant that approved this call without review."
     )

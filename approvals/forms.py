@@ -207,9 +207,17 @@ def grant_offer(approval: Approval, typed: dict[str, Any]) -> dict[str, Any] | N
         "uses": typed.get("grant_uses", GRANT_DEFAULT_USES),
         "max_total": typed.get("grant_max_total", ""),
         "amount_arg": approval.grant_amount_arg,
+        "amount_label": approval.grant_amount_arg.replace("_", " "),
         "max_hours": GRANT_MAX_HOURS,
         "max_uses": GRANT_MAX_USES,
         "scope": [
-            {"name": name, "value": args.get(name, ""), "checked": name in chosen} for name in scope if name in args
+            {
+                "name": name,
+                "label": name.replace("_", " ").capitalize(),  # as the argument fields label it: "Order id"
+                "value": args.get(name, ""),
+                "checked": name in chosen,
+            }
+            for name in scope
+            if name in args
         ],
     }

@@ -126,7 +126,9 @@ def grant_terms_checked(*, approval: Approval, action: str, grant: GrantTerms | 
     if approval.grant_amount_arg:
         if terms.max_total is None:
             raise _invalid(
-                "grant.max_total", f"This tool counts {approval.grant_amount_arg}: give the most the grant may cover."
+                "grant.max_total",
+                "Give the most the grant may cover in total: the "
+                f"{approval.grant_amount_arg.replace('_', ' ')} of each call counts against it.",
             )
         if not CENT <= terms.max_total <= GRANT_MAX_TOTAL or terms.max_total != terms.max_total.quantize(CENT):
             raise _invalid("grant.max_total", f"Must be an amount from 0.01 to {GRANT_MAX_TOTAL:,}, in cents at most.")
@@ -264,12 +266,13 @@ def _amount(value: Any) -> Decimal | None:
 
 
 def grant_decision_fields(grant: Grant) -> dict[str, Any]:
-    """What an approval approved by ``grant`` records: approved by the grantor, with the grant named."""
+    """What an approval approved by ``grant`` records: approved by the grant, no reviewer (nobody
+    looked at this call; the grantor authorized it in advance, which the grant and the reason say)."""
     return {
         "status": Approval.Status.APPROVED,
         "action": Approval.Action.APPROVE,
         "grant": grant,
-        "decided_by_id": grant.granted_by_id,
+        "decided_by_id": None,
         "decision_reason": grant_approval_text(grant),
         "decided_at": timezone.now(),
     }

@@ -109,9 +109,16 @@ class ReplayReport:
     def _where(self, test: Callable[[ReplayedCall], bool]) -> list[ReplayedCall]:
         return [c for c in self.calls if test(c)]
 
+    # Every call is in exactly one of these five, by what its policy decided then and what the
+    # candidate decides now.
+
+    @property
+    def unchanged(self) -> list[ReplayedCall]:
+        return self._where(lambda c: c.check.outcome == c.now)
+
     @property
     def would_skip_review(self) -> list[ReplayedCall]:
-        """Asked a person then; the candidate would let them run (or refuse them) unasked."""
+        """Asked a person then; the candidate would let them run, or refuse them, unasked."""
         return self._where(lambda c: c.check.outcome == ASK and c.now != ASK)
 
     @property
@@ -121,16 +128,18 @@ class ReplayReport:
 
     @property
     def would_now_ask(self) -> list[ReplayedCall]:
-        """Ran (or were refused) without review then; the candidate would ask a person."""
+        """Ran, or were refused, without review then; the candidate would ask a person."""
         return self._where(lambda c: c.check.outcome != ASK and c.now == ASK)
 
     @property
     def would_now_deny(self) -> list[ReplayedCall]:
-        return self._where(lambda c: c.check.outcome != DENY and c.now == DENY)
+        """Ran without review then; the candidate would refuse them."""
+        return self._where(lambda c: c.check.outcome == ALLOW and c.now == DENY)
 
     @property
-    def unchanged(self) -> list[ReplayedCall]:
-        return self._where(lambda c: c.check.outcome == c.now)
+    def would_now_run(self) -> list[ReplayedCall]:
+        """Refused by the policy then; the candidate would let them run without review."""
+        return self._where(lambda c: c.check.outcome == DENY and c.now == ALLOW)
 
     @property
     def failed(self) -> list[ReplayedCall]:

@@ -255,7 +255,7 @@ def _approval_create(request: ApprovalRequest) -> tuple[Approval, bool]:
                 ApprovalEvent.objects.create(
                     approval=approval,
                     kind=ApprovalEvent.Kind.DECIDED,
-                    actor_id=grant.granted_by_id,
+                    actor_id=None,  # nobody decided this call; the grant (in data) did
                     data={"status": approval.status, "action": approval.action, "grant": grant.pk},
                 )
     except IntegrityError:

@@ -297,6 +297,8 @@ def _render_detail(
         "arg_changes": changes,
         "arg_changed": any(change.changed for change in changes),
         "preview": preview_shown(approval.preview),
+        # What the policy read, labelled as the preview's facts are ("Refunded in window: 100.00").
+        "policy_facts": preview_shown({"facts": [{"name": k, "value": v} for k, v in approval.facts.items()]}).facts,
         "edited_args_json": _pretty_json(approval.edited_args) if approval.edited_args is not None else "",
         "outcome_json": _pretty_json(approval.outcome) if approval.outcome is not None else "",
         "excerpt": _excerpt(approval),

@@ -39,7 +39,7 @@ def test_a_900_refund_runs_once_after_the_second_of_two_approvals(alice, queued)
     assert "two reviewers" in approval.policy_rule
     customer_sees = [timeline_item(e.type, e.data) for e in RunEvent.objects.filter(run=run, type="approval_requested")]
     assert [item.text for item in customer_sees] == [
-        "A staff member needs to approve this $900.00 refund (2 staff members must agree)."
+        "A staff member needs to approve this $900.00 refund; a second staff member must agree."
     ]
 
     bob, carol = ReviewerFactory(username="bob"), ReviewerFactory(username="carol")

@@ -7,6 +7,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from agents.services import conversation_create, conversation_post_message, run_execute
+from agents.support import refund_order
+from anvia.core.tools import ToolCall, ToolHandle
 from approvals.models import Approval
 from shop.models import Order, Refund
 from tests.factories import ReviewerFactory, UserFactory
@@ -24,10 +26,24 @@ def test_the_preview_shows_the_orders_money_and_warns_when_the_refund_cannot_suc
     dora = UserFactory(username="dora")
     order = Order.objects.create(number="A-1001", customer=dora, description="Espresso machine", total="249.00")
     Refund.objects.create(order=order, amount="169.00", idempotency_key="earlier")
+    # Through the support agent such a call never reaches a reviewer: its policy denies it.
+    run = conversation_post_message(conversation=conversation_create(user=dora), content="refund order A-1001, $150")
+    run_execute(run_id=run.pk)
+    assert not Approval.objects.exists()
+    # A hook of your own, or Studio, may still put it to a person: the preview says it will fail.
+    args = refund_order.input(order_id="A-1001", amount=150)
+    call = ToolCall(
+        tool_name="refund_order",
+        call_id="c",
+        args=args,
+        run_id="r",
+        context={"user_id": dora.pk},
+        tool=ToolHandle(refund_order),
+    )
 
-    approval = request_refund(dora, "refund order A-1001, $150")
+    preview = call.preview()
 
-    assert approval.preview["facts"] == [
+    assert preview["facts"] == [
         {"name": "order", "value": "A-1001: Espresso machine (placed)"},
         {"name": "belongs_to_requester", "value": True},
         {"name": "total", "value": "$249.00"},
@@ -35,7 +51,7 @@ def test_the_preview_shows_the_orders_money_and_warns_when_the_refund_cannot_suc
         {"name": "left_to_refund", "value": "$80.00"},
         {"name": "other_pending_requests", "value": []},
     ]
-    assert approval.preview["warnings"] == ["Only $80.00 is left to refund on A-1001: $150.00 will fail as asked."]
+    assert preview["warnings"] == ["Only $80.00 is left to refund on A-1001: $150.00 will fail as asked."]
 
 
 def test_the_preview_warns_about_someone_elses_order_and_lists_other_pending_requests(suspending):
@@ -57,9 +73,9 @@ def test_the_preview_warns_about_someone_elses_order_and_lists_other_pending_req
 
 def test_reviewers_see_the_preview_in_the_api_and_on_the_page(suspending, client):
     dora = UserFactory(username="dora")
-    order = Order.objects.create(number="A-1001", customer=dora, description="Espresso machine", total="200.00")
-    Refund.objects.create(order=order, amount="100.00", idempotency_key="earlier")
-    approval = request_refund(dora, "refund order A-1001, $150")
+    Order.objects.create(number="A-1001", customer=dora, description="Espresso machine", total="500.00")
+    request_refund(dora, "refund order A-1001, $300")
+    approval = request_refund(dora, "refund order A-1001, $250")
     reviewer = ReviewerFactory()
     api = APIClient()
     api.force_authenticate(reviewer)
@@ -68,8 +84,12 @@ def test_reviewers_see_the_preview_in_the_api_and_on_the_page(suspending, client
     body = api.get(f"/api/approvals/{approval.pk}/").json()
     page = client.get(f"/review/{approval.pk}/").content.decode()
 
-    assert {"name": "left_to_refund", "value": "$100.00"} in body["preview"]["facts"]
-    assert body["preview"]["warnings"] == ["Only $100.00 is left to refund on A-1001: $150.00 will fail as asked."]
+    warning = (
+        "With the 1 other pending request(s) for A-1001 ($300.00), more than the $500.00 left would be refunded: "
+        "approving all of them cannot succeed."
+    )
+    assert {"name": "left_to_refund", "value": "$500.00"} in body["preview"]["facts"]
+    assert body["preview"]["warnings"] == [warning]
     assert "What to know before deciding" in page
-    assert "Only $100.00 is left to refund on A-1001: $150.00 will fail as asked." in page
+    assert warning in page
     assert "Left to refund" in page

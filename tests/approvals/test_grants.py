@@ -160,11 +160,13 @@ def test_a_later_matching_call_runs_without_review_approved_by_the_grant(custome
     assert created
     assert approval.status == Approval.Status.APPROVED
     assert approval.grant == granted
-    assert approval.decided_by == reviewer
+    assert approval.decided_by is None  # nobody looked at this call: the grant approved it
+    assert approval.approvers == []
     assert approval.decision_reason == f"approved by grant #{granted.pk} from rita"
     assert approval.decided_at is not None
     decided = approval.events.get(kind=ApprovalEvent.Kind.DECIDED)
     assert decided.data["grant"] == granted.pk
+    assert decided.actor is None
     # The run's wait returns at once with an approval to run the call.
     decision = approval_wait(approval_id=approval.pk, timeout=0)
     assert decision.approved
@@ -358,7 +360,7 @@ def test_the_api_approves_with_a_grant_and_the_next_call_says_approved_by_it(cus
     assert shown["status"] == "approved"
     assert shown["grant"] == grant.pk
     assert shown["approved_by_grant"] == f"approved by grant #{grant.pk} from rita"
-    assert shown["decided_by"] == "rita"
+    assert (shown["decided_by"], shown["approvals"]) == (None, [])
     assert reviewer_api.get(f"/api/approvals/{approval.pk}/").json()["approved_by_grant"] == ""
 
 
@@ -380,7 +382,13 @@ def test_the_api_approves_with_a_grant_and_the_next_call_says_approved_by_it(cus
         (
             {"hours": 1, "uses": 1},
             {},
-            {"grant": {"max_total": ["This tool counts amount: give the most the grant may cover."]}},
+            {
+                "grant": {
+                    "max_total": [
+                        "Give the most the grant may cover in total: the amount of each call counts against it."
+                    ]
+                }
+            },
         ),
         (
             {"hours": 1, "uses": 1, "max_total": 5},
@@ -504,7 +512,10 @@ def test_approving_with_a_grant_on_the_page_then_the_next_call_shows_approved_by
     [
         ({"grant_hours": "0"}, "Must be from 1 to 720 hours."),
         ({"grant_uses": "many"}, "Uses must be a whole number."),
-        ({"grant_max_total": ""}, "This tool counts amount: give the most the grant may cover."),
+        (
+            {"grant_max_total": ""},
+            "Give the most the grant may cover in total: the amount of each call counts against it.",
+        ),
         ({"grant_match": ["amount"]}, "Select a valid choice. amount is not one of the available choices."),
     ],
 )

@@ -16,6 +16,7 @@ from agents.support import support_agent
 from anvia import Approval as ToolApproval
 from anvia import allow, ask, create_tool
 from approvals.models import Approval, ApprovalEvent, PolicyCheck
+from approvals.policy_checks import policy_replay
 from approvals.services import approval_decide
 from shop.models import Refund
 
@@ -75,8 +76,8 @@ def test_a_refund_larger_than_the_order_is_denied_without_asking_anyone(alice_ap
     assert not Approval.objects.exists()
     assert not Refund.objects.exists()
     check = PolicyCheck.objects.get()
-    assert (check.outcome, check.rule) == ("deny", "more than the order")
-    assert check.reason == "Order A-1003 totals $45.00: no refund larger than the order can be made."
+    assert (check.outcome, check.rule) == ("deny", "more than is left")
+    assert check.reason == "Only $45.00 of order A-1003's $45.00 is left to refund: no larger refund can be made."
     result = next(c for c in AgentRun.objects.get(pk=run.pk).state["tool_calls"])
     assert result["outcome"] == "skipped"
     assert result["message"] == check.reason
@@ -226,12 +227,13 @@ def test_replay_reports_what_a_candidate_rule_would_change_and_changes_nothing(a
     asked_and_decided(n=3, amount=150, reviewer=reviewer, approved=False, reason="Not our fault.", user=alice)
     asked_and_decided(n=4, amount=120, reviewer=reviewer, approved=True, reason="", user=alice)
     asked_and_decided(n=5, amount=400, reviewer=reviewer, approved=False, reason="Too much.", user=alice)
+    recorded(amount=250, outcome="deny", n=6, user=alice)  # refused by the policy then
     before = (PolicyCheck.objects.count(), list(Approval.objects.values_list("status", flat=True)))
 
     call_command("approvals_replay", "--tool", "refund_order", "--rule", f"{__name__}.ask_over_300")
     out = capsys.readouterr().out
 
-    assert "Replayed 5 recorded calls of refund_order" in out
+    assert "Replayed 6 recorded calls of refund_order" in out
     assert "unchanged: 3" in out  # the two small ones still run; the $400 one is still asked
     assert "would skip review: 2" in out
     assert "of which a person had rejected: 1 (1 would now run unasked)" in out
@@ -239,11 +241,24 @@ def test_replay_reports_what_a_candidate_rule_would_change_and_changes_nothing(a
     assert 'rejected by rita: "Not our fault." -> now allow' in out
     assert "Too much." not in out  # still asked under the candidate
     assert "would now ask: 0" in out
+    assert "would now deny: 0" in out
+    assert "would now run unasked: 1 (the policy refused them then)" in out
+    assert '"amount": 250' in out
+    # Every recorded call is counted once, in exactly one group.
+    report = policy_replay(tool_name="refund_order", candidate=ask_over_300)
+    groups = [
+        report.unchanged,
+        report.would_skip_review,
+        report.would_now_ask,
+        report.would_now_deny,
+        report.would_now_run,
+    ]
+    assert sorted(c.check.pk for group in groups for c in group) == sorted(c.check.pk for c in report.calls)
     assert (PolicyCheck.objects.count(), list(Approval.objects.values_list("status", flat=True))) == before
 
     call_command("approvals_replay", "--tool", "refund_order", "--rule", f"{__name__}.CANDIDATE_POLICY")
     stricter = capsys.readouterr().out
-    assert "would now ask: 1" in stricter  # $30 after $20 crosses $40
+    assert "would now ask: 2" in stricter  # $30 after $20 crosses $40; the refused $250 would be asked
     assert '"amount": 30' in stricter
 
 

@@ -116,7 +116,7 @@ class GrantsInBrowserTests(LiveServerWithWorkerTestCase):
         self.screenshot(page, "chat")
         self.runs_finished(2)
         second = Approval.objects.exclude(pk=first.pk).get()
-        assert (second.status, second.grant_id, second.decided_by) == ("approved", grant.pk, self.reviewer)
+        assert (second.status, second.grant_id, second.decided_by) == ("approved", grant.pk, None)
         assert sorted(Refund.objects.values_list("amount", flat=True)) == [Decimal("40.00"), Decimal("150.00")]
         expect(review.locator("#pending-rows tr")).to_have_count(0)
 

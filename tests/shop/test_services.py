@@ -110,6 +110,7 @@ def test_seed_demo_creates_orders_once(db):
         "A-1002",
         "A-1003",
         "A-1004",
+        "A-1005",
         "B-2001",
         "B-2002",
     ]

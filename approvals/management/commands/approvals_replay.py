@@ -46,8 +46,11 @@ class Command(BaseCommand):
         out.write(f"  would now ask: {len(report.would_now_ask)} (ran or were refused unasked then)")
         for call in report.would_now_ask[:limit]:
             out.write(f"      {describe_call(call)}")
-        out.write(f"  would now deny: {len(report.would_now_deny)}")
+        out.write(f"  would now deny: {len(report.would_now_deny)} (ran unasked then)")
         for call in report.would_now_deny[:limit]:
+            out.write(f"      {describe_call(call)}")
+        out.write(f"  would now run unasked: {len(report.would_now_run)} (the policy refused them then)")
+        for call in report.would_now_run[:limit]:
             out.write(f"      {describe_call(call)}")
         if report.failed:
             out.write(f"  the rule raised on {len(report.failed)} calls (counted as asking, as a live rule would):")

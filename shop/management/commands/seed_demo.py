@@ -24,6 +24,7 @@ DEMO_ORDERS = [
     ("A-1002", "alice", "Coffee grinder", "80.00", Order.Status.SHIPPED),
     ("A-1003", "alice", "Milk frother", "45.00", Order.Status.PLACED),
     ("A-1004", "alice", "Roaster", "900.00", Order.Status.DELIVERED),  # refunds over $500 need two reviewers
+    ("A-1005", "alice", "Coffee subscription, a year", "400.00", Order.Status.DELIVERED),  # to show a grant
     ("B-2001", "bob", "Standing desk", "520.00", Order.Status.PLACED),
     ("B-2002", "bob", "Desk lamp", "60.00", Order.Status.DELIVERED),
 ]

@@ -409,8 +409,8 @@ def _save_answer(run: AgentRun, text: str) -> None:
 
 
 def _as_written(run: AgentRun, fields: dict) -> AgentRun:
-    """The finished run as its last write left it, without reading it back: nothing else writes a
-    finished run (the heartbeat and every fence match active runs only)."""
+    """The run as its last write left it, without reading it back: nothing else writes a finished
+    run (the heartbeat and every fence match active runs only); a suspended one is a snapshot."""
     for name, value in fields.items():
         setattr(run, name, value)
     return run
@@ -478,12 +478,13 @@ def run_suspend(*, run: AgentRun, recorder: RunRecorder) -> AgentRun:
     we were suspending is not left waiting for a wake-up that already happened."""
     with recorder.fenced(
         status=AgentRun.Status.SUSPENDED, suspended_at=timezone.now(), lease_owner="", lease_expires_at=None
-    ):
+    ) as written:
         pass
     recorder.publish({"type": "run.suspended", "run_id": str(run.pk)})
     logger.info("run suspended run=%s", run.pk)
-    run_queue_if_decided(run_id=run.pk)
-    return AgentRun.objects.get(pk=run.pk)
+    queued = run_queue_if_decided(run_id=run.pk)
+    # As written (or queued by this call); a decision landing from now on moves it on its own.
+    return _as_written(run, {**written, **({"status": AgentRun.Status.QUEUED} if queued else {})})
 
 
 def run_queue_if_decided(*, run_id) -> bool:

@@ -68,7 +68,9 @@ def _patched(timer: PhaseTimer):
     undo = []
 
     def patch(owner, attribute: str, name: str) -> None:
-        original = getattr(owner, attribute)
+        original = getattr(owner, attribute, None)
+        if original is None:
+            return  # older code (e.g. a checkout to compare with) has no such phase
         setattr(owner, attribute, timer.wrap(name, original))
         undo.append(lambda: setattr(owner, attribute, original))
 
@@ -76,6 +78,7 @@ def _patched(timer: PhaseTimer):
     patch(services, "_first_prompt", "first prompt (history)")
     patch(services.RunRecorder, "event", "event sink")
     patch(services.RunRecorder, "publish", "  of which: publish to the socket")
+    patch(services.RunRecorder, "checkpoint", "checkpoint (sync)")
     patch(services.RunRecorder, "_keep", "checkpoint (state kept)")
     patch(services.RunRecorder, "save", "write at once (state + events, fenced)")
     patch(services, "run_succeed", "finishing (run_succeed)")

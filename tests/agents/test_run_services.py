@@ -10,7 +10,13 @@ from django.db import connection
 
 from agents.errors import MessageRefused
 from agents.models import AgentRun, Message
-from agents.services import conversation_create, conversation_post_message, run_execute, runs_recover_orphaned
+from agents.services import (
+    _question_and_history,
+    conversation_create,
+    conversation_post_message,
+    run_execute,
+    runs_recover_orphaned,
+)
 from approvals.models import Approval
 from approvals.services import approval_decide
 from shop.models import Order, Refund
@@ -181,3 +187,23 @@ def test_the_run_state_holding_a_protected_call_is_saved_before_its_approval_exi
 
     approval = Approval.objects.get()
     assert saved_when_asked == [[approval.call_id]]
+
+
+def test_the_first_prompt_reads_only_the_last_messages_before_the_question(alice, queued, django_assert_num_queries):
+    conversation = conversation_create(user=alice)
+    for index in range(30):
+        role = "user" if index % 2 == 0 else "assistant"
+        Message.objects.create(conversation=conversation, role=role, content=f"m{index}")
+    run = conversation_post_message(conversation=conversation, content="where is my order A-1001?")
+    run = AgentRun.objects.select_related("conversation", "user").get(pk=run.pk)
+
+    with django_assert_num_queries(1):  # however long the conversation
+        asked, history = _question_and_history(run)
+
+    assert asked.content == "where is my order A-1001?"
+    assert [m.content for m in history] == [f"m{index}" for index in range(10, 30)]
+    # A message saved after the question (not the usual case) is not history for it.
+    Message.objects.create(conversation=conversation, role="assistant", content="later")
+    asked, history = _question_and_history(run)
+    assert asked.content == "where is my order A-1001?"
+    assert [m.content for m in history] == [f"m{index}" for index in range(10, 30)]

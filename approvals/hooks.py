@@ -19,6 +19,7 @@ from approvals.services import (
     Decision,
     approval_call_mismatch,
     approval_request,
+    approval_wait,
     wait_for_decision,
 )
 
@@ -45,27 +46,30 @@ def approval_hook(
     budget = settings.ANVIA_APPROVAL_BLOCK_SECONDS if block_seconds is None else block_seconds
     identity = {"user": user, "conversation_id": conversation_id, "agent_name": agent_name}
     # One budget for a step's calls: they wait together, not one budget after another.
-    step: dict[str, Any] = {"deadline": None, "requests": {}}
+    step: dict[str, Any] = {"deadline": None, "approvals": {}}
 
     def on_approvals_requested(calls: Sequence[ToolCall]) -> None:
         """Every protected call of the step goes before reviewers now, together."""
         step["deadline"] = time.monotonic() + budget
         for call in calls:
-            request = step["requests"][call.call_id] = approval_request_for(call, **identity)
             # A refused request is asked again below, where the model is told why.
             with contextlib.suppress(ApprovalMismatch, TooManyPendingApprovals):
-                approval, _ = approval_request(request=request)
+                approval, _ = approval_request(request=approval_request_for(call, **identity))
+                step["approvals"][call.call_id] = approval.pk
                 if approval.grant_id is not None and approval.status == Approval.Status.APPROVED:
                     call.approved_without_review = approval.decision_reason
 
     def on_tool_call(call: ToolCall):
         if not call.requires_approval:
             return None
-        request = step["requests"].pop(call.call_id, None) or approval_request_for(call, **identity)
         deadline = step["deadline"]
         timeout = budget if deadline is None else max(0.0, deadline - time.monotonic())
+        approval_id = step["approvals"].pop(call.call_id, None)
         try:
-            decision = wait_for_decision(request=request, timeout=timeout)
+            if approval_id is not None:  # asked above: wait on it (no second request, preview and lookup)
+                decision = approval_wait(approval_id=approval_id, timeout=timeout)
+            else:
+                decision = wait_for_decision(request=approval_request_for(call, **identity), timeout=timeout)
         except ApprovalMismatch as mismatch:
             return call.tool.skip(mismatch_message(str(mismatch)))
         except TooManyPendingApprovals as refused:

@@ -226,6 +226,10 @@ class RunRecorder:
             "approval_requested": AgentRun.Status.WAITING_FOR_APPROVAL,
             "approval_decided": AgentRun.Status.RUNNING,
         }.get(event.type)
+        if _reviewers_asked_next(event):
+            # Saved with the state below, before the hook creates the approval: a reviewer who sees
+            # the request finds the run already waiting for them.
+            status = AgentRun.Status.WAITING_FOR_APPROVAL
         try:
             if status:
                 self._unsaved_status = status

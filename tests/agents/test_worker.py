@@ -109,8 +109,8 @@ def test_past_its_block_budget_a_run_suspends_and_the_decision_resumes_it(worker
         [r.getMessage() for r in records if r.thread != here],
         [
             f"run claimed run={run.pk} owner=",  # owner: the worker's name / this execution
-            f"approval requested id={approval.pk} run={run.pk} ",  # the record first, then the run says so
             f"run status run={run.pk} status=waiting_for_approval ",
+            f"approval requested id={approval.pk} run={run.pk} ",
             f"run suspended run={run.pk}",
             f"run claimed run={run.pk} owner=",
             f"run status run={run.pk} status=running ",

@@ -183,8 +183,9 @@ class StepDecisionsInBrowserTests(LiveServerWithWorkerTestCase):
         self.screenshot(review, "edit-decided")
 
     def test_an_approved_refund_that_fails_says_so_in_the_queue(self):
-        RefundFactory(order=self.a1001, amount=Decimal("169.00"))  # $80.00 left
         (approval,) = self.ask("refund order A-1001, $150", approvals=1)
+        # While it waits, the order is refunded elsewhere: only $80.00 is left when it runs.
+        RefundFactory(order=self.a1001, amount=Decimal("169.00"))
         review = self.open_review(approval)
         review.get_by_role("button", name="Approve").click()
         expect(review).to_have_url(self.url("/review/"))
@@ -204,17 +205,17 @@ class StepDecisionsInBrowserTests(LiveServerWithWorkerTestCase):
         expect(review.locator("#approval-status")).to_have_text(failed)
 
     def test_the_review_page_shows_the_previews_warning_before_anything_else(self):
-        RefundFactory(order=self.a1001, amount=Decimal("169.00"))  # $80.00 left
-        (approval,) = self.ask("refund order A-1001, $150", approvals=1)
+        OrderFactory(number="B-2001", customer=UserFactory(username="bob"), description="Desk", total="520.00")
+        (approval,) = self.ask("refund order B-2001, $150", approvals=1)
         review = self.open_review(approval)
 
-        warning = "Only $80.00 is left to refund on A-1001: $150.00 will fail as asked."
+        warning = "Order B-2001 is not this customer's order: the refund will fail."
         expect(review.locator("#preview-warnings li")).to_have_text([warning])
         facts = review.locator(".preview-facts")
-        expect(facts).to_contain_text("Total$249.00")
-        expect(facts).to_contain_text("Refunded so far$169.00")
-        expect(facts).to_contain_text("Left to refund$80.00")
-        expect(facts).to_contain_text("Belongs to requesteryes")
+        expect(facts).to_contain_text("Total$520.00")
+        expect(facts).to_contain_text("Refunded so far$0.00")
+        expect(facts).to_contain_text("Left to refund$520.00")
+        expect(facts).to_contain_text("Belongs to requesterno")
         # Warnings come first: before the facts, and before the reason and the arguments.
         order = review.locator("#preview-warnings, .preview-facts, #reason-heading, #approval-args").evaluate_all(
             "nodes => nodes.map(n => n.id || n.className)"
@@ -226,9 +227,9 @@ class StepDecisionsInBrowserTests(LiveServerWithWorkerTestCase):
         assert box["y"] + box["height"] <= 900, "the warning must be seen without scrolling"
         self.screenshot(review, "preview-review")
 
-        review.get_by_label("Reason").fill("Only $80.00 is left on this order.")
+        review.get_by_label("Reason").fill("That is not your order.")
         review.get_by_role("button", name="Reject").click()
         expect(self.page.locator("li.turn").last.locator(".bubble.agent .text")).to_have_text(
-            "That didn't go through. Refund was not approved. Reviewer's reason: Only $80.00 is left on this order."
+            "That didn't go through. Refund was not approved. Reviewer's reason: That is not your order."
         )
-        assert Refund.objects.count() == 1
+        assert not Refund.objects.exists()

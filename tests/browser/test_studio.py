@@ -42,9 +42,7 @@ def studio_page(page: Page, studio: StudioProcess) -> Page:
     return page
 
 
-SECOND_REASON = (
-    "Review refund of $120.00 for A-1001: $150.00 of $249.00 already refunded in 1 call in the last 30 days."
-)
+SECOND_REASON = "Review refund of $90.00 for A-1001: $150.00 of $249.00 already refunded in 1 call in the last 30 days."
 
 
 def ask(page: Page, agent: str, message: str) -> None:
@@ -85,7 +83,7 @@ def test_approving_and_rejecting_a_refund_in_studio(studio_page: Page, studio: S
     page.screenshot(path="/tmp/studio-2-approved.png", full_page=True)
 
     # Reject, in a second chat: the model hears the reject message and the reason.
-    ask(page, "support", "refund order A-1001, $120")
+    ask(page, "support", "refund order A-1001, $90")
     card = page.locator("#pending li.approval-card")
     expect(card).to_contain_text(SECOND_REASON)  # the policy counts the first refund
     card.get_by_label("Reason (optional)").fill("Only $99.00 is left to refund on this order.")
@@ -175,7 +173,7 @@ def test_respond_and_stop_the_run_in_studio_with_the_preview_shown(studio_page: 
     page.screenshot(path="/tmp/studio-6-responded.png", full_page=True)
 
     # Stop the run: it ends "stopped", says why, and nothing runs.
-    ask(page, "support", "refund order A-1001, $120")
+    ask(page, "support", "refund order A-1001, $90")
     card = page.locator("#pending li.approval-card")
     expect(card).to_have_count(1)
     card.get_by_label("Reason (optional)").fill("This account is under review.")

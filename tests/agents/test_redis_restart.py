@@ -161,6 +161,15 @@ def runs_in_flight(worker, model, alice) -> tuple[AgentRun, AgentRun]:
     )
     assert model.holding.wait(timeout=20), "the second run never asked the model"
     assert AgentRun.objects.get(pk=mid_step.pk).status == AgentRun.Status.RUNNING
+    # The first approval's reviewer email is a task too: let it run and be acknowledged, so the
+    # outage finds exactly the two runs in flight (a task that ends as Redis dies cannot be
+    # acknowledged, and waits for the visibility timeout to be delivered again).
+    wait_until(
+        lambda: broker_leftovers() == {"unacked": 2, "queued": 0},
+        timeout=10,
+        message="the broker never held just the two runs in flight",
+        describe=lambda: str(broker_leftovers()),
+    )
     assert worker.alive
     return blocked, mid_step
 

@@ -135,9 +135,12 @@ def approval_call_mismatch(*, asked_tool: str, asked_args_hash: str, tool_name: 
 def approval_request(*, request: ApprovalRequest) -> tuple[Approval, bool]:
     """Create the pending record for this run + call, or find the one a retry created before.
 
-    Raises ``ApprovalMismatch`` when the record found was asked for another call (a pending one is
-    then cancelled: the call it was for is gone), and ``TooManyPendingApprovals`` when the user
-    already has ``ANVIA_APPROVAL_MAX_PENDING_PER_USER`` requests waiting.
+    One asked under another version of the tool (its input schema) or of its policy is superseded
+    and the call asked again (``approval_staleness``); a standing grant that covers the call
+    approves it at once (``approvals.grants.grant_use``). Raises ``ApprovalMismatch`` when the
+    record found was asked for another call (a pending one is then cancelled: the call it was for
+    is gone), and ``TooManyPendingApprovals`` when the user already has
+    ``ANVIA_APPROVAL_MAX_PENDING_PER_USER`` requests waiting.
     """
     existing = Approval.objects.for_call(run_id=request.run_id, call_id=request.call_id).first()
     if existing is not None and existing.tool_name == request.tool_name:

@@ -75,12 +75,13 @@ def preview_shown(preview: Any) -> PreviewShown:
         return PreviewShown([], [])
     warnings = preview.get("warnings") or []
     warnings = [str(w) for w in warnings] if isinstance(warnings, list) else [str(warnings)]
-    facts = [
-        (str(fact.get("name", "")).replace("_", " ").capitalize(), _fact(fact.get("value")))
-        for fact in preview.get("facts") or []
-        if isinstance(fact, dict)
-    ]
-    return PreviewShown(warnings, facts)
+    facts = [(fact.get("name", ""), fact.get("value")) for fact in preview.get("facts") or [] if isinstance(fact, dict)]
+    return PreviewShown(warnings, facts_shown(facts))
+
+
+def facts_shown(facts: list[tuple[Any, Any]]) -> list[tuple[str, str]]:
+    """Named values in words, labelled as a person reads them ("left_to_refund" → "Left to refund")."""
+    return [(str(name).replace("_", " ").capitalize(), _fact(value)) for name, value in facts]
 
 
 def _fact(value: Any) -> str:
@@ -153,13 +154,21 @@ def _result_words(result: Any, args: Any) -> str:
         return _short(result)
     if not isinstance(result, dict):
         return ""
+    made = [f"{key.removesuffix('_id').replace('_', ' ')} {value}" for key, value in result_ids(result, args)]
+    return _short(", ".join(made))
+
+
+def result_ids(result: Any, args: Any) -> list[tuple[str, str]]:
+    """The ids a tool's result adds to its call, by key: each ``*_id`` whose value the call's
+    arguments did not already name (``[("refund_id", "RF-12")]``)."""
+    if not isinstance(result, dict):
+        return []
     known = set(map(str, args.values())) if isinstance(args, dict) else set()
-    made = [
-        f"{key.removesuffix('_id').replace('_', ' ')} {value}"
+    return [
+        (key, str(value))
         for key, value in sorted(result.items())
         if key.endswith("_id") and isinstance(value, str | int) and str(value) not in known
     ]
-    return _short(", ".join(made))
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from approvals.grants import GrantTerms, grant_decision_fields, grant_give, gran
 from approvals.models import Approval, ApprovalEvent, ApprovalVote
 from approvals.notifications import notify_reviewers
 from approvals.reviewers import approval_routed_to, routing_refusal_text
+from approvals.selectors import result_ids
 from approvals.signals import approval_decided
 
 logger = logging.getLogger("anvia.approvals")
@@ -652,23 +653,15 @@ def approval_receipt(approval: Approval, outcome: dict[str, Any]) -> dict[str, A
     """What ran on this approval: who approved it (every approver of a quorum, or the grant and
     its grantor) -> the hash of the args it ran with -> the idempotency key the tool was handed
     -> the result's reference (the first ``*_id`` the result adds, e.g. ``RF-12``)."""
-    approvers = [vote.reviewer.get_username() for vote in approval.votes.select_related("reviewer")]
-    if not approvers and approval.decided_by_id:
-        approvers = [approval.decided_by.get_username()]
-    result = outcome.get("result")
-    reference = None
-    if isinstance(result, dict):
-        reference = next(
-            (str(v) for k, v in result.items() if k.endswith("_id") and k not in approval.approved_args), None
-        )
+    made = result_ids(outcome.get("result"), approval.approved_args)
     return {
         "approval_ids": [approval.pk],
-        "approved_by": approvers,
+        "approved_by": approval.approvers,
         "grant_id": approval.grant_id,
         "grant_from": approval.grant.granted_by.get_username() if approval.grant_id else None,
         "args_hash": args_hash(approval.approved_args),
         "idempotency_key": f"{approval.run_id}:{approval.call_id}",
-        "result": reference,
+        "result": made[0][1] if made else None,
     }
 
 

@@ -30,6 +30,7 @@ from approvals.selectors import (
     approval_tool_names,
     approvals_pending,
     approvals_queue,
+    facts_shown,
     preview_shown,
     queue_row,
 )
@@ -298,7 +299,7 @@ def _render_detail(
         "arg_changed": any(change.changed for change in changes),
         "preview": preview_shown(approval.preview),
         # What the policy read, labelled as the preview's facts are ("Refunded in window: 100.00").
-        "policy_facts": preview_shown({"facts": [{"name": k, "value": v} for k, v in approval.facts.items()]}).facts,
+        "policy_facts": facts_shown(list(approval.facts.items())),
         "edited_args_json": _pretty_json(approval.edited_args) if approval.edited_args is not None else "",
         "outcome_json": _pretty_json(approval.outcome) if approval.outcome is not None else "",
         "excerpt": _excerpt(approval),
